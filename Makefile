@@ -1,0 +1,47 @@
+# unet-course: two commands do all the set-up on a machine with only python3 and pip.
+#   make course  -> create .venv, install, run the course on the synthetic default data
+#   make test    -> create .venv, install, run the tests (unit tests + nbval over the notebooks)
+# 两个命令完成全部准备：make course 运行课程，make test 运行测试
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: course test install notebooks bench lint clean help
+
+help:
+	@echo "make course     run the five course notebooks with papermill on the synthetic default data"
+	@echo "make test       run the unit tests and nbval over the notebooks"
+	@echo "make notebooks  re-execute the committed notebooks in place (maintainers)"
+	@echo "make bench      print the CPU benchmark as JSON"
+
+# The stamp makes re-runs quick: pip runs again only when pyproject.toml changes.
+# 时间戳文件让重复运行很快：只有 pyproject.toml 改变时才重新安装
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+course: $(STAMP)
+	$(BIN)/python -m unet_course course
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+notebooks: $(STAMP)
+	$(BIN)/python -m unet_course.notebook_tools execute notebooks/*.ipynb
+
+bench: $(STAMP)
+	$(BIN)/python -m unet_course bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check unet_course tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,45 @@
+"""Shared fixtures. 共享测试夹具
+
+The real data sets are found through ``UNET_COURSE_DATA`` (default ``../shared/data``). Outside CI a missing data
+root skips the real-data tests; in CI (``CI`` set) it is a failure, never a skip.
+真实数据通过 UNET_COURSE_DATA 查找；CI 中缺失数据会导致失败而不是跳过
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("UNET_COURSE_QUIET", "1")
+
+from unet_course.env import data_root  # noqa: E402
+
+
+def _require(path: Path, what: str) -> Path:
+    if path.exists():
+        return path
+    msg = f"{what} not found at {path}. Set UNET_COURSE_DATA to the folder that holds DRIVE/ and isbi2012/."
+    if os.environ.get("CI"):
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Root of the shared real data (``DRIVE/``, ``isbi2012/``). 共享真实数据根目录"""
+    return _require(data_root(), "Shared data root")
+
+
+@pytest.fixture(scope="session")
+def drive_root(shared_data: Path) -> Path:
+    return _require(shared_data / "DRIVE", "DRIVE")
+
+
+@pytest.fixture(scope="session")
+def isbi_root(shared_data: Path) -> Path:
+    return _require(shared_data / "isbi2012", "ISBI-2012")

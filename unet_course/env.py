@@ -1,0 +1,154 @@
+"""Where are we running? Device choice, seeding and run-environment detection.
+运行环境：设备选择、随机种子与运行平台（Kaggle / Colab / 本地）检测
+
+- Device: CUDA > MPS > CPU unless the caller names one. 设备优先级 CUDA > MPS > CPU，可手动指定
+- ``seed_everything`` seeds Python, NumPy and torch (and CUDA) in one call. 一次调用设置全部随机种子
+- Kaggle mounts inputs read-only under ``/kaggle/input`` and keeps outputs in ``/kaggle/working``.
+  Kaggle 的输入目录只读，输出应写入 /kaggle/working
+- The shared real data sets are found through ``UNET_COURSE_DATA``, defaulting to ``../shared/data`` next to
+  the repository. 真实数据集通过 UNET_COURSE_DATA 查找，默认是仓库旁边的 ../shared/data
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+#: Folder that holds this package's source checkout (``<repo>/unet_course`` -> ``<repo>``).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+KAGGLE_INPUT = Path("/kaggle/input")
+KAGGLE_WORKING = Path("/kaggle/working")
+
+
+def pick_device(preference: str | torch.device | None = "auto") -> torch.device:
+    """Choose the compute device.
+    选择计算设备
+
+    Args:
+        preference: ``"auto"`` (CUDA > MPS > CPU), or an explicit ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"cpu"``.
+
+    Returns:
+        A :class:`torch.device`.
+
+    Raises:
+        ConfigError: the requested device is not available here.
+
+    >>> pick_device("cpu")
+    device(type='cpu')
+    """
+    if isinstance(preference, torch.device):
+        return preference
+    pref = (preference or "auto").lower()
+    if pref == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    kind = pref.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={preference!r} was requested but CUDA is not available here; use device='auto' or 'cpu'.")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise ConfigError(f"device={preference!r} was requested but MPS is not available here; use device='auto' or 'cpu'.")
+    if kind not in {"cuda", "mps", "cpu"}:
+        raise ConfigError(f"Unknown device {preference!r}; choose one of 'auto', 'cuda', 'cuda:N', 'mps', 'cpu'.")
+    return torch.device(pref)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch; optionally ask torch for deterministic kernels.
+    设置 Python、NumPy 和 torch 的随机种子；可选地要求确定性算子
+
+    Args:
+        seed: the seed. 种子
+        deterministic: if True, ``torch.use_deterministic_algorithms(True, warn_only=True)`` and cuDNN
+            benchmarking off. Slower on GPU, needed for bit-exact resume tests.
+            为 True 时启用确定性算法并关闭 cuDNN benchmark（GPU 上更慢，精确续训测试需要）
+    """
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    else:
+        torch.use_deterministic_algorithms(False)
+
+
+def run_environment() -> str:
+    """Return ``"kaggle"``, ``"colab"`` or ``"local"``. 返回运行平台名称"""
+    if os.environ.get("KAGGLE_KERNEL_RUN_TYPE") or KAGGLE_WORKING.is_dir():
+        return "kaggle"
+    if "google.colab" in sys.modules or os.environ.get("COLAB_RELEASE_TAG"):
+        return "colab"
+    return "local"
+
+
+def default_out_dir(name: str = "train") -> Path:
+    """Where run outputs go: ``/kaggle/working/runs/<name>`` on Kaggle, else ``runs/<name>``.
+    输出目录：Kaggle 上写到 /kaggle/working，其余情况写到当前目录下的 runs/
+    """
+    if run_environment() == "kaggle":
+        return KAGGLE_WORKING / "runs" / name
+    return Path("runs") / name
+
+
+def data_root(path: str | os.PathLike | None = None) -> Path:
+    """Root folder of the real data sets (DRIVE/, isbi2012/, ...).
+    真实数据集的根目录
+
+    Order: the explicit ``path``; ``$UNET_COURSE_DATA``; ``/kaggle/input`` on Kaggle; ``<repo>/../shared/data``.
+    The folder is not required to exist here; dataset builders raise a clear error if it does not.
+    """
+    if path:
+        return Path(path).expanduser()
+    env = os.environ.get("UNET_COURSE_DATA")
+    if env:
+        return Path(env).expanduser()
+    if run_environment() == "kaggle":
+        return KAGGLE_INPUT
+    return (REPO_ROOT.parent / "shared" / "data").resolve()
+
+
+def is_interactive() -> bool:
+    """True when progress bars make sense: a TTY or a live Jupyter kernel, but not CI or papermill.
+    是否适合显示进度条：终端或交互式 Jupyter，而非 CI 或 papermill
+    """
+    if os.environ.get("CI") or os.environ.get("PAPERMILL_EXECUTION") or os.environ.get("UNET_COURSE_QUIET"):
+        return False
+    if "ipykernel" in sys.modules:
+        return True
+    return sys.stderr.isatty()
+
+
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` if needed and check that we can write there.
+    创建目录（如需要）并检查可写
+
+    Raises:
+        ConfigError: the folder cannot be created or is read-only (on Kaggle, write under /kaggle/working).
+    """
+    p = Path(path).expanduser()
+    hint = " On Kaggle, write under /kaggle/working." if str(p).startswith("/kaggle/input") else ""
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"Output folder {str(p)!r} is not writable ({exc.strerror or exc}). Choose another --out-dir.{hint}"
+        ) from None
+    return p

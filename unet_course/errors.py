@@ -1,0 +1,38 @@
+"""Errors that users can act on.
+用户可据此采取行动的错误类型
+
+Every error the package raises on bad user input derives from :class:`UNetCourseError`. Its message names the file
+or value at fault and says how to fix it. The CLI catches this base class and prints the message without a
+traceback (exit code 2); notebooks show the message as the last line of the error.
+包内所有针对用户输入的错误都继承自 UNetCourseError，消息中写明出错的文件或取值以及修复方法
+"""
+
+from __future__ import annotations
+
+
+class UNetCourseError(Exception):
+    """Base class: a problem the user can fix. 基类：用户可以修复的问题"""
+
+
+class DataError(UNetCourseError, ValueError):
+    """Bad data on disk: missing root, unpaired files, corrupt images, unexpected mask values.
+    磁盘上的数据有误：根目录缺失、文件不成对、图像损坏、掩码取值异常
+    """
+
+
+class ConfigError(UNetCourseError, ValueError):
+    """A wrong parameter: unknown name, out-of-range value, unwritable output folder.
+    参数错误：未知名称、取值越界、输出目录不可写
+    """
+
+
+class CheckpointError(UNetCourseError, RuntimeError):
+    """A checkpoint that is missing, truncated, corrupt or does not fit the model/data.
+    检查点缺失、截断、损坏，或与模型/数据不匹配
+    """
+
+
+class NonFiniteLossError(UNetCourseError, FloatingPointError):
+    """Training produced a NaN/Inf loss; the message says at which step and what to try.
+    训练中出现 NaN/Inf 损失；消息给出步数和建议
+    """

@@ -1,0 +1,221 @@
+"""Run and maintain the course notebooks: the papermill course run, in-place re-execution, results.
+运行与维护课程 notebook：papermill 课程运行、原地重新执行、结果记录
+
+- ``run_course()`` executes ``notebooks/0*.ipynb`` with papermill into ``runs/course-<time>/`` and leaves the
+  committed notebooks untouched. 用 papermill 把五个 notebook 执行到 runs/course-<时间>/，不改动仓库中的 notebook
+- ``execute_in_place()`` re-executes the committed notebooks (``make notebooks``) and strips widget state and
+  volatile metadata, so that nbval compares stable outputs. 原地重新执行并清理易变元数据，供 nbval 比较
+- ``record_result()`` is called by a notebook's last cell to report its key metric to the course run.
+  notebook 最后一个单元调用它，向课程运行报告关键指标
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .env import REPO_ROOT
+from .errors import ConfigError
+
+RESULTS_ENV = "UNET_COURSE_RESULTS"
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+# Metadata keys that change on every run and would make diffs and nbval noisy.
+# 每次运行都会变化的元数据键
+_VOLATILE_CELL_METADATA = ("execution", "papermill", "ExecuteTime", "collapsed", "scrolled")
+_ABS_PATH = re.compile(r"(/(?:work|root|home|tmp|Users|kaggle/working)/[^\s'\"]*)")
+
+
+def record_result(notebook: str, **metrics: Any) -> dict[str, Any]:
+    """Report a notebook's key metrics to the course run (no-op outside it).
+    向课程运行报告 notebook 的关键指标（不在课程运行中时只返回字典）
+
+    Args:
+        notebook: short name, e.g. ``"04_training_loop"``.
+        **metrics: JSON-serialisable numbers, e.g. ``val_dice=0.93``.
+
+    Returns:
+        The record that was (or would have been) written.
+    """
+    record = {"notebook": notebook, **{k: (float(v) if hasattr(v, "__float__") else v) for k, v in metrics.items()}}
+    path = os.environ.get(RESULTS_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+    return record
+
+
+def course_notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The numbered course notebooks in order. 按编号排序的课程 notebook"""
+    found = sorted(folder.glob("0[1-9]_*.ipynb"))
+    if not found:
+        raise ConfigError(f"No course notebooks (0N_*.ipynb) found in {folder}. Run from a checkout of unet-course.")
+    return found
+
+
+@dataclass
+class NotebookRun:
+    name: str
+    seconds: float
+    ok: bool
+    output: str
+    metrics: dict[str, Any]
+    error: str = ""
+
+
+def run_course(
+    out_dir: str | os.PathLike | None = None,
+    parameters: dict[str, Any] | None = None,
+    notebooks: list[str] | None = None,
+    kernel_name: str = "python3",
+) -> list[NotebookRun]:
+    """Execute the course notebooks with papermill into a fresh run folder.
+    用 papermill 把课程 notebook 执行到新的运行目录
+
+    Args:
+        out_dir: run folder; default ``runs/course-<YYYYmmdd-HHMMSS>``.
+        parameters: papermill parameters given to every notebook (each notebook ignores the ones it lacks).
+        notebooks: names or stems to run (default: all five).
+        kernel_name: Jupyter kernel to use.
+
+    Returns:
+        One :class:`NotebookRun` per notebook, with time and the metrics it recorded.
+    """
+    import papermill as pm
+
+    from .env import ensure_writable_dir
+
+    run_dir = ensure_writable_dir(out_dir or Path("runs") / time.strftime("course-%Y%m%d-%H%M%S"))
+    results_file = run_dir / "results.jsonl"
+    results_file.write_text("")
+    paths = course_notebooks()
+    if notebooks:
+        wanted = set(notebooks)
+        paths = [p for p in paths if p.stem in wanted or p.name in wanted or p.stem[:2] in wanted]
+        if not paths:
+            raise ConfigError(f"No notebook matches {sorted(wanted)}; known: {[p.stem for p in course_notebooks()]}.")
+    old_env = os.environ.get(RESULTS_ENV)
+    os.environ[RESULTS_ENV] = str(results_file.resolve())
+    runs: list[NotebookRun] = []
+    try:
+        for nb in paths:
+            target = run_dir / nb.name
+            start = time.perf_counter()
+            error = ""
+            try:
+                pm.execute_notebook(
+                    str(nb), str(target), parameters=dict(parameters or {}), kernel_name=kernel_name,
+                    cwd=str(nb.parent), progress_bar=False, log_output=False,
+                )
+                ok = True
+            except Exception as exc:  # papermill re-raises the cell error; keep going, report at the end
+                ok = False
+                error = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            seconds = time.perf_counter() - start
+            metrics = {}
+            for line in results_file.read_text().splitlines():
+                rec = json.loads(line)
+                if rec.get("notebook") == nb.stem:
+                    metrics.update({k: v for k, v in rec.items() if k != "notebook"})
+            runs.append(NotebookRun(nb.stem, seconds, ok, str(target), metrics, error))
+    finally:
+        if old_env is None:
+            os.environ.pop(RESULTS_ENV, None)
+        else:
+            os.environ[RESULTS_ENV] = old_env
+    (run_dir / "summary.json").write_text(json.dumps([r.__dict__ for r in runs], indent=2))
+    return runs
+
+
+def format_summary(runs: list[NotebookRun]) -> str:
+    """A small table: notebook, status, seconds, key metrics. 汇总表"""
+    lines = [f"{'notebook':<32} {'status':<6} {'time':>7}  key metrics", "-" * 78]
+    for r in runs:
+        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.metrics.items())
+        lines.append(f"{r.name:<32} {'ok' if r.ok else 'FAILED':<6} {r.seconds:>6.1f}s  {metrics or r.error}")
+    total = sum(r.seconds for r in runs)
+    lines.append("-" * 78)
+    lines.append(f"{'total':<32} {'':<6} {total:>6.1f}s")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# In-place execution for maintainers (make notebooks). 维护者使用的原地执行
+# ----------------------------------------------------------------------------------------------------------
+def clean_notebook(nb: Any) -> Any:
+    """Strip widget state, volatile metadata and absolute paths from a notebook (in place).
+    清除 widget 状态、易变元数据和绝对路径
+    """
+    nb.metadata.pop("widgets", None)
+    nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        for key in _VOLATILE_CELL_METADATA:
+            cell.metadata.pop(key, None)
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            # Widget views only make sense with their state; drop them (progress bars in a live kernel).
+            data.pop("application/vnd.jupyter.widget-view+json", None)
+            if out.get("output_type") in {"display_data", "execute_result"} and not data:
+                continue
+            if out.get("output_type") == "stream":
+                out["text"] = _ABS_PATH.sub("<path>", out.get("text", ""))
+            if "text/plain" in data:
+                text = data["text/plain"]
+                data["text/plain"] = _ABS_PATH.sub("<path>", text if isinstance(text, str) else "".join(text))
+            kept.append(out)
+        cell["outputs"] = kept
+    return nb
+
+
+def execute_in_place(paths: list[str | Path], timeout: int = 900, kernel_name: str = "python3") -> None:
+    """Re-execute notebooks in place (cwd = their folder), then clean them.
+    原地重新执行 notebook（工作目录为其所在目录），然后清理
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    os.environ.setdefault("UNET_COURSE_QUIET", "1")
+    for path in paths:
+        path = Path(path)
+        nb = nbformat.read(path, as_version=4)
+        start = time.perf_counter()
+        NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        clean_notebook(nb)
+        nbformat.write(nb, path)
+        print(f"{path.name}: executed in {time.perf_counter() - start:.1f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m unet_course.notebook_tools",
+                                     description="Maintain the course notebooks.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("execute", help="re-execute notebooks in place and strip volatile metadata")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--timeout", type=int, default=900)
+    p = sub.add_parser("clean", help="strip widget state and volatile metadata only")
+    p.add_argument("paths", nargs="+")
+    args = parser.parse_args(argv)
+    if args.cmd == "execute":
+        execute_in_place(args.paths, timeout=args.timeout)
+    else:
+        import nbformat
+
+        for path in args.paths:
+            nb = nbformat.read(path, as_version=4)
+            nbformat.write(clean_notebook(nb), path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
