@@ -40,6 +40,7 @@ class TrainConfig:
     train_samples: int = 256              # synthetic: samples per epoch 合成数据每轮样本数
     val_samples: int = 64                 # synthetic: validation samples 合成验证样本数
     val_fraction: float = 0.2             # real data: held-out fraction 验证集比例
+    samples_per_epoch: int | None = None  # real data: random crops per epoch (the train set repeats); None -> one pass
     augment: bool = True                  # flips / rotations / jitter on the training split 训练增强
     num_workers: int | str = "auto"       # DataLoader workers; "auto" picks a safe value
     # --- model 模型 ---

@@ -1,0 +1,153 @@
+"""Bad data input: each case raises DataError/ConfigError whose message names the file/value and the fix.
+错误的数据输入：每种情况都抛出写明文件/取值与修复方法的 DataError / ConfigError
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from unet_course.config import TrainConfig
+from unet_course.data import FolderPairs, build_dataset, build_loaders
+from unet_course.errors import ConfigError, DataError
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _pairs(root: Path, n: int = 3, size=(16, 20), rgb: bool = True) -> tuple[Path, Path]:
+    imgs, masks = root / "images", root / "masks"
+    imgs.mkdir(parents=True)
+    masks.mkdir(parents=True)
+    for i in range(n):
+        shape = (*size, 3) if rgb else size
+        img = np.random.default_rng(i).integers(0, 255, shape, dtype=np.uint8)
+        mask = np.zeros(size, np.uint8)
+        mask[2:8, 3:9] = 255
+        (imgs / f"s{i}.png").write_bytes(_png(img))
+        (masks / f"s{i}_mask.png").write_bytes(_png(mask))
+    return imgs, masks
+
+
+def test_missing_root_shows_expected_layout(tmp_path):
+    with pytest.raises(DataError) as err:
+        build_dataset("drive", root=tmp_path / "nowhere")
+    msg = str(err.value)
+    assert "nowhere" in msg and "training/" in msg and "1st_manual/21_manual1.gif" in msg and "mask/" in msg
+    with pytest.raises(DataError) as err:
+        build_dataset("carvana", root=tmp_path / "nocars")
+    assert "train_masks/" in str(err.value) and "train.zip" in str(err.value)
+    with pytest.raises(DataError) as err:
+        build_dataset("isbi2012", root=tmp_path)
+    assert "train-volume.tif" in str(err.value) and "train-labels.tif" in str(err.value)
+
+
+def test_folder_with_no_images(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "images" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError) as err:
+        build_dataset("folder", root=tmp_path)
+    msg = str(err.value)
+    assert "No images found" in msg and str(tmp_path / "images") in msg and ".png" in msg
+
+
+def test_image_without_mask(tmp_path):
+    imgs, masks = _pairs(tmp_path)
+    (masks / "s1_mask.png").unlink()
+    with pytest.raises(DataError) as err:
+        FolderPairs(imgs, masks)
+    msg = str(err.value)
+    assert "s1.png" in msg and "no mask" in msg and "s1_mask.<ext>" in msg and "mask_suffix" in msg
+
+
+def test_mask_without_image(tmp_path):
+    imgs, masks = _pairs(tmp_path)
+    (imgs / "s2.png").unlink()
+    with pytest.raises(DataError) as err:
+        FolderPairs(imgs, masks)
+    msg = str(err.value)
+    assert "s2_mask.png" in msg and "no image" in msg and "remove the mask" in msg
+
+
+def test_image_and_mask_sizes_differ(tmp_path):
+    imgs, masks = _pairs(tmp_path, size=(16, 20))
+    (masks / "s0_mask.png").write_bytes(_png(np.zeros((8, 10), np.uint8)))
+    ds = FolderPairs(imgs, masks, mask_values=[0, 255])
+    with pytest.raises(DataError) as err:
+        ds[0]
+    msg = str(err.value)
+    assert "s0.png" in msg and "s0_mask.png" in msg and "20x16" in msg and "10x8" in msg and "NEAREST" in msg
+
+
+def test_corrupt_image_file(tmp_path):
+    imgs, masks = _pairs(tmp_path)
+    (imgs / "x.jpg").write_bytes(b"\x00\x01garbage, not a JPEG at all" * 10)
+    (masks / "x_mask.png").write_bytes(_png(np.zeros((16, 20), np.uint8)))
+    with pytest.raises(DataError) as err:
+        # raised while building (the header check reads it) or at the latest when the item is loaded
+        ds = FolderPairs(imgs, masks, mask_values=[0, 255], mean=(0.5,) * 3, std=(0.2,) * 3)
+        ds[ds.names.index("x")]
+    msg = str(err.value)
+    assert "x.jpg" in msg and "Cannot decode" in msg and "re-download" in msg
+
+
+def test_mask_value_outside_the_discovered_mapping(tmp_path):
+    imgs, masks = _pairs(tmp_path, n=4)
+    bad = np.zeros((16, 20), np.uint8)
+    bad[0, :5] = 128
+    (masks / "s2_mask.png").write_bytes(_png(bad))
+    # values discovered on 2 of the 4 masks (s0 and s3): s2's value 128 is met only when s2 is loaded
+    ds = FolderPairs(imgs, masks, max_scan=2)
+    assert ds.mask_values == [0, 255]
+    with pytest.raises(DataError) as err:
+        ds[2]
+    msg = str(err.value)
+    assert "s2_mask.png" in msg and "128" in msg and "[0, 255]" in msg and "mask_values=[...]" in msg
+
+
+def test_rgb_data_with_in_channels_1_raises(tmp_path, drive_root):
+    imgs, masks = _pairs(tmp_path, rgb=True)
+    with pytest.raises(DataError) as err:
+        FolderPairs(imgs, masks, in_channels=1)
+    assert "RGB" in str(err.value) and "in_channels=3" in str(err.value)
+    with pytest.raises(DataError) as err:
+        build_dataset("drive", root=drive_root, in_channels=1)
+    assert "21_training" in str(err.value) and "in_channels=3" in str(err.value)
+    with pytest.raises(DataError, match="in_channels=4"):
+        build_dataset("folder", root=tmp_path, in_channels=4)
+
+
+def test_empty_split_from_too_large_val_fraction(tmp_path):
+    imgs, masks = _pairs(tmp_path, n=3)
+    with pytest.raises(ConfigError) as err:
+        FolderPairs(imgs, masks, split="train", val_fraction=0.9)
+    msg = str(err.value)
+    assert "val_fraction=0.9" in msg and "3 item(s)" in msg and "smaller val_fraction" in msg
+
+
+def test_unknown_dataset_name_lists_known_names():
+    with pytest.raises(ConfigError) as err:
+        build_dataset("imagenet")
+    msg = str(err.value)
+    assert "imagenet" in msg
+    for name in ("synthetic", "drive", "isbi2012", "carvana", "folder"):
+        assert name in msg
+    with pytest.raises(ConfigError, match="known data sets"):
+        build_loaders(TrainConfig(dataset="cityscapes"))
+
+
+def test_batch_size_larger_than_training_set():
+    cfg = TrainConfig(dataset="synthetic", train_samples=5, val_samples=2, image_size=32, batch_size=8,
+                      num_workers=0)
+    with pytest.raises(ConfigError) as err:
+        build_loaders(cfg)
+    msg = str(err.value)
+    assert "batch_size=8" in msg and "5 items" in msg

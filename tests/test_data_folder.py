@@ -1,0 +1,176 @@
+"""Image/mask pairs from folders and zips, with a small Carvana-layout fixture. 文件夹与 zip 中的图像/掩码对"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from unet_course.config import TrainConfig
+from unet_course.data import CarvanaDataset, FolderPairs, build_dataset, build_loaders, read_mask
+from unet_course.errors import ConfigError
+
+H, W = 30, 40
+
+
+def _car(i: int) -> tuple[np.ndarray, np.ndarray]:
+    """A coloured image with a bright "car" rectangle, and its 0/1 mask. 带矩形"车辆"的彩色图像及其 0/1 掩码"""
+    rng = np.random.default_rng(i)
+    img = rng.integers(0, 90, (H, W, 3), dtype=np.uint8)
+    mask = np.zeros((H, W), np.uint8)
+    mask[5 + i % 4 : 22, 6 : 30 + i % 5] = 1
+    img[mask == 1] = (220, 180, 60)
+    return img, mask
+
+
+def _encode(array: np.ndarray, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+@pytest.fixture()
+def carvana_root(tmp_path: Path) -> Path:
+    """``train/ID_0i.jpg`` + ``train_masks/ID_0i_mask.gif`` (values 0/1) and the same as two zips.
+    Carvana 目录结构夹具：文件夹与 zip 两种形式
+    """
+    root = tmp_path / "carvana"
+    (root / "train").mkdir(parents=True)
+    (root / "train_masks").mkdir()
+    for i in range(6):
+        img, mask = _car(i)
+        (root / "train" / f"ID_0{i}.jpg").write_bytes(_encode(img, "JPEG"))
+        (root / "train_masks" / f"ID_0{i}_mask.gif").write_bytes(_encode(mask, "GIF"))
+    zroot = tmp_path / "carvana_zip"
+    zroot.mkdir()
+    for folder in ("train", "train_masks"):
+        with zipfile.ZipFile(zroot / f"{folder}.zip", "w") as zf:
+            for p in sorted((root / folder).iterdir()):
+                zf.write(p, f"{folder}/{p.name}")  # Kaggle's zips hold a top folder
+    return root
+
+
+def test_folder_pairs_read_carvana_layout(carvana_root):
+    ds = FolderPairs(carvana_root / "train", carvana_root / "train_masks")
+    assert len(ds) == 6 and ds.names == [f"ID_0{i}" for i in range(6)]
+    assert ds.mask_values == [0, 1] and ds.in_channels == 3 and ds.n_classes == 2
+    item = ds[2]
+    assert item["image"].shape == (3, H, W) and item["mask"].shape == (H, W)
+    assert torch.equal(item["mask"], torch.from_numpy(_car(2)[1]).long())
+    image, mask, valid = ds.raw(2)
+    assert image.dtype == np.uint8 and image.shape == (H, W, 3) and valid is None
+    # mean/std were computed from the images themselves
+    pixels = np.stack([ds.raw(i)[0] for i in range(6)]).reshape(-1, 3) / 255.0
+    assert np.allclose(ds.mean, pixels.mean(0), atol=1e-6)
+
+
+def test_zip_archives_give_the_same_samples(carvana_root):
+    zroot = carvana_root.parent / "carvana_zip"
+    folder = CarvanaDataset(carvana_root, split="all")
+    zipped = CarvanaDataset(zroot, split="all")
+    assert zipped.names == folder.names and zipped.mask_values == folder.mask_values == [0, 1]
+    assert zipped.class_names == ["background", "car"]
+    for i in (0, 5):
+        a, b = folder.raw(i), zipped.raw(i)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert "train.zip:train/ID_00.jpg" in zipped.images_src.label(zipped.pairs[0][1])
+
+
+def test_zip_dataset_is_picklable_and_works_in_workers(carvana_root):
+    zipped = CarvanaDataset(carvana_root.parent / "carvana_zip", split="all")
+    zipped.raw(0)  # opens the archive in this process
+    clone = pickle.loads(pickle.dumps(zipped))
+    assert np.array_equal(clone.raw(3)[0], zipped.raw(3)[0])
+    loader = torch.utils.data.DataLoader(zipped, batch_size=3, num_workers=2)
+    masks = torch.cat([b["mask"] for b in loader])
+    expected = torch.stack([torch.from_numpy(_car(i)[1]).long() for i in range(6)])
+    assert torch.equal(masks, expected)
+
+
+def test_carvana_train_val_split(carvana_root):
+    tr = build_dataset("carvana", root=carvana_root, split="train", val_fraction=0.34, seed=0)
+    va = build_dataset("carvana", root=carvana_root, split="val", val_fraction=0.34, seed=0)
+    assert len(tr) == 4 and len(va) == 2 and not set(tr.names) & set(va.names)
+    assert tr.train and not va.train
+
+
+def test_any_extension_and_equal_stems(tmp_path):
+    imgs, masks = tmp_path / "images", tmp_path / "masks"
+    imgs.mkdir()
+    masks.mkdir()
+    exts = [("png", "PNG"), ("bmp", "BMP"), ("tif", "TIFF"), ("jpeg", "JPEG")]
+    for i, (ext, fmt) in enumerate(exts):
+        img, mask = _car(i)
+        (imgs / f"case{i}.{ext}").write_bytes(_encode(img, fmt))
+        (masks / f"case{i}.png").write_bytes(_encode(mask * 255, "PNG"))
+    (imgs / ".DS_Store").write_bytes(b"junk")  # hidden files are skipped
+    ds = build_dataset("folder", root=tmp_path, split="all", mask_suffix="")
+    assert len(ds) == 4 and ds.mask_values == [0, 255]
+    for i in range(4):
+        assert np.array_equal(ds.raw(i)[1], _car(i)[1] * 255)
+
+
+def test_gray_images_repeat_to_rgb_when_asked(tmp_path):
+    imgs, masks = tmp_path / "images", tmp_path / "masks"
+    imgs.mkdir()
+    masks.mkdir()
+    for i in range(3):
+        img, mask = _car(i)
+        gray = img.mean(2).astype(np.uint8)
+        (imgs / f"g{i}.png").write_bytes(_encode(gray, "PNG"))
+        (masks / f"g{i}_mask.png").write_bytes(_encode(mask, "PNG"))
+    native = FolderPairs(imgs, masks)
+    assert native.in_channels == 1 and native[0]["image"].shape == (1, H, W)
+    rgb = FolderPairs(imgs, masks, in_channels=3)
+    x = rgb[0]["image"]
+    assert x.shape == (3, H, W) and len(rgb.mean) == 3
+    assert torch.allclose(x[0] * rgb.std[0] + rgb.mean[0], x[1] * rgb.std[1] + rgb.mean[1])
+
+
+def test_mask_suffix_is_honoured_and_strict_false_skips(tmp_path):
+    imgs, masks = tmp_path / "im", tmp_path / "lb"
+    imgs.mkdir()
+    masks.mkdir()
+    for i in range(3):
+        img, mask = _car(i)
+        (imgs / f"a{i}.png").write_bytes(_encode(img, "PNG"))
+        (masks / f"a{i}_label.png").write_bytes(_encode(mask, "PNG"))
+    (imgs / "lonely.png").write_bytes(_encode(_car(5)[0], "PNG"))
+    with pytest.warns(UserWarning, match="lonely"):
+        ds = FolderPairs(imgs, masks, mask_suffix="_label", strict=False)
+    assert ds.names == ["a0", "a1", "a2"]
+
+
+def test_build_loaders_folder(carvana_root):
+    cfg = TrainConfig(dataset="folder", batch_size=2, num_workers=0, crop_size=16, val_fraction=0.34)
+    # the generic layout: a root with images/ + masks/
+    root = carvana_root.parent / "generic"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for p in (carvana_root / "train").iterdir():
+        (root / "images" / p.name).write_bytes(p.read_bytes())
+    for p in (carvana_root / "train_masks").iterdir():
+        (root / "masks" / p.name).write_bytes(p.read_bytes())
+    train, val, info = build_loaders(cfg.replace(data_dir=str(root)))
+    assert (info.n_train, info.n_val, info.mask_values, info.dataset) == (4, 2, [0, 1], "folder")
+    assert next(iter(train))["image"].shape == (2, 3, 16, 16)
+    assert next(iter(val))["mask"].shape == (2, H, W)
+    assert read_mask(root / "masks" / "ID_00_mask.gif").max() == 1
+
+
+def test_samples_per_epoch_repeats_a_small_training_set(carvana_root):
+    cfg = TrainConfig(dataset="carvana", data_dir=str(carvana_root), batch_size=6, num_workers=0, crop_size=16,
+                      val_fraction=0.34, samples_per_epoch=12)
+    train, _, info = build_loaders(cfg)
+    assert info.n_train == 4 and len(train) == 2  # 12 draws from 4 images, batches of 6 (> 4 is fine here)
+    names = [n for batch in train for n in batch["name"]]
+    assert len(names) == 12 and all(names.count(n) == 3 for n in set(names))
+    assert train.sampler.generator is train.generator
+    with pytest.raises(ConfigError, match="samples_per_epoch=4"):
+        build_loaders(cfg.replace(samples_per_epoch=4))

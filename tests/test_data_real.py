@@ -1,0 +1,117 @@
+"""DRIVE and ISBI-2012 readers on the real files (fixtures ``drive_root`` / ``isbi_root``). 真实数据集读取测试"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from unet_course.config import TrainConfig
+from unet_course.data import DRIVEDataset, ISBI2012Dataset, build_dataset, build_loaders, inspect_masks
+from unet_course.data.drive import DRIVE_SIZE
+from unet_course.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def drive_all(drive_root):
+    return DRIVEDataset(drive_root, split="all")
+
+
+def test_drive_item_shapes_dtypes_and_values(drive_all):
+    assert len(drive_all) == 20
+    item = drive_all[0]
+    assert item["image"].shape == (3, 584, 565) and item["image"].dtype == torch.float32
+    assert item["mask"].shape == DRIVE_SIZE == (584, 565) and item["mask"].dtype == torch.int64
+    assert item["name"] == "21_training"
+    assert set(item["mask"].unique().tolist()) <= {0, 1, 255}
+    assert drive_all.mask_values == [0, 255] and drive_all.class_names == ["background", "vessel"]
+    assert drive_all.in_channels == 3 and drive_all.has_labels and drive_all.uniform_size
+
+
+def test_drive_ignore_index_exactly_outside_fov(drive_all):
+    for i in (0, 7, 19):
+        image, manual, fov = drive_all.raw(i)
+        assert image.dtype == np.uint8 and image.shape == (584, 565, 3)
+        assert fov.dtype == bool and manual.shape == fov.shape
+        target = drive_all[i]["mask"].numpy()
+        assert np.array_equal(target == 255, ~fov)
+        vessel = (target == 1).sum() / fov.sum()
+        # DRIVE vessels cover roughly 12-14 % of the FOV
+        assert 0.08 < vessel < 0.18
+
+
+def test_drive_test_split_is_prediction_only(drive_root):
+    test = build_dataset("drive", root=drive_root, split="test")
+    assert len(test) == 20 and not test.has_labels
+    item = test[0]
+    assert "mask" not in item and item["image"].shape == (3, 584, 565)
+    image, mask, fov = test.raw(0)
+    assert mask is None and fov is not None and fov.shape == (584, 565)
+    assert test.names[0] == "01_test"
+
+
+def test_drive_train_val_split_is_seeded_and_disjoint(drive_root):
+    tr = DRIVEDataset(drive_root, split="train", val_fraction=0.2, seed=0)
+    va = DRIVEDataset(drive_root, split="val", val_fraction=0.2, seed=0)
+    assert len(tr) == 16 and len(va) == 4
+    assert not set(tr.names) & set(va.names)
+    assert DRIVEDataset(drive_root, split="val", val_fraction=0.2, seed=0).names == va.names
+    assert DRIVEDataset(drive_root, split="val", val_fraction=0.2, seed=1).names != va.names
+
+
+def test_drive_training_crop_keeps_labels(drive_root):
+    tr = DRIVEDataset(drive_root, split="train", crop_size=96, scale=0.5)
+    item = tr[0]
+    assert item["image"].shape == (3, 96, 96) and set(item["mask"].unique().tolist()) <= {0, 1, 255}
+
+
+def test_drive_build_loaders(drive_root):
+    cfg = TrainConfig(dataset="drive", data_dir=str(drive_root), crop_size=64, batch_size=4, num_workers=0,
+                      scale=0.25)
+    train, val, info = build_loaders(cfg)
+    assert (info.n_train, info.n_val, info.in_channels, info.n_classes) == (16, 4, 3, 2)
+    batch = next(iter(val))
+    assert batch["image"].shape == (4, 3, 146, 141) and batch["mask"].shape == (4, 146, 141)
+    assert next(iter(train))["image"].shape == (4, 3, 64, 64)
+
+
+def test_drive_batch_larger_than_train_set(drive_root):
+    cfg = TrainConfig(dataset="drive", data_dir=str(drive_root), batch_size=17, num_workers=0)
+    with pytest.raises(ConfigError, match="17.*16|16.*17"):
+        build_loaders(cfg)
+
+
+def test_isbi_volume_and_mapping(isbi_root):
+    ds = ISBI2012Dataset(isbi_root, split="all")
+    assert len(ds) == 30 and ds.mask_values == [255, 0] and ds.class_names == ["cell", "membrane"]
+    item = ds[0]
+    assert item["image"].shape == (1, 512, 512) and item["mask"].shape == (512, 512)
+    image, raw, valid = ds.raw(0)
+    assert image.shape == (512, 512, 1) and valid is None
+    # membrane is stored as 0 and becomes class 1
+    assert np.array_equal(item["mask"].numpy() == 1, raw == 0)
+    fraction = np.mean([(ds.raw_mask(i) == 0).mean() for i in range(30)])
+    assert 0.18 < fraction < 0.27  # measured: 0.220
+
+
+def test_isbi_splits(isbi_root):
+    tr = build_dataset("isbi2012", root=isbi_root, split="train")
+    va = build_dataset("isbi2012", root=isbi_root, split="val")
+    assert len(tr) == 25 and len(va) == 5 and va.names[0] == "slice_25"
+    ds = {s: ISBI2012Dataset(isbi_root, split=s, n_val=3, n_holdout=3) for s in ("train", "val", "holdout")}
+    assert [len(d) for d in ds.values()] == [24, 3, 3]
+    assert ds["holdout"].names == ["slice_27", "slice_28", "slice_29"]
+    assert len(ISBI2012Dataset(isbi_root, split="val", val_fraction=0.2)) == 6
+    test = ISBI2012Dataset(isbi_root, split="test")
+    assert len(test) == 30 and not test.has_labels and "mask" not in test[0]
+    assert ISBI2012Dataset(isbi_root, split="val", in_channels=3)[0]["image"].shape == (3, 512, 512)
+
+
+def test_inspect_real_masks_warns_about_0_255(isbi_root, drive_root):
+    with pytest.warns(UserWarning, match="255"):
+        report = inspect_masks(ISBI2012Dataset(isbi_root, split="all"))
+    assert report.mask_values == [255, 0] and report.values == [0, 255]
+    rows = {line.split()[0]: line.split()[1] for line in str(report).splitlines()[2:4]}
+    assert rows == {"0": "1", "255": "0"}  # value 0 (membrane) is class 1
+    drive_report = inspect_masks(drive_root / "training" / "1st_manual", warn=False)
+    assert drive_report.n_files == 20 and drive_report.values == [0, 255]

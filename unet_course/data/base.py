@@ -1,0 +1,187 @@
+"""What every segmentation data set of the package provides.
+本包所有分割数据集的共同接口
+
+A data set only has to say how to read sample ``i`` at native resolution (:meth:`SegmentationDataset.raw`); the
+base class maps raw mask values to class indices, marks pixels outside the valid region with ``ignore_index``,
+fixes the channel count and applies the joint transform. ``dataset[i]`` is always the dict
+``{"image": float32 (C, H, W), "mask": int64 (H, W), "name": str}`` (no ``"mask"`` for unlabelled splits).
+子类只需实现 raw(i)；基类负责取值到类别索引的映射、无效区域置为 ignore_index、通道对齐与联合变换
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import ConfigError
+from .io import match_channels
+from .masks import values_to_indices
+from .transforms import SegmentationTransform
+
+SPLITS = ("train", "val", "test", "all")
+
+
+def split_indices(n: int, val_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Deterministic train/val split of ``range(n)``.
+    对 range(n) 做确定性的训练/验证划分
+
+    ``n_val = round(n * val_fraction)``, at least 1 when ``val_fraction > 0``. The permutation comes from
+    ``np.random.default_rng(seed)``, so the same ``(n, val_fraction, seed)`` always gives the same split, on any
+    machine. Both lists are returned sorted.
+    相同的 (n, val_fraction, seed) 在任何机器上都给出相同划分
+
+    Raises:
+        ConfigError: ``val_fraction`` outside [0, 1) or a split that would be empty.
+
+    >>> split_indices(10, 0.2, seed=0)
+    ([0, 1, 2, 3, 5, 7, 8, 9], [4, 6])
+    """
+    if not (0.0 <= float(val_fraction) < 1.0):
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}.")
+    n_val = 0 if val_fraction == 0 else max(1, int(round(n * float(val_fraction))))
+    if n_val >= n:
+        raise ConfigError(
+            f"val_fraction={val_fraction} on {n} item(s) puts {n_val} in validation and leaves an empty training "
+            f"split. Use a smaller val_fraction (at most {max(0.0, (n - 1) / n):.2f} here) or add data."
+        )
+    perm = np.random.default_rng(int(seed)).permutation(n)
+    return sorted(perm[n_val:].tolist()), sorted(perm[:n_val].tolist())
+
+
+def select_split(n: int, split: str, val_fraction: float, seed: int, what: str) -> list[int]:
+    """Indices of ``split`` (``"train"``, ``"val"`` or ``"all"``) among ``n`` labelled items.
+    返回某个划分在 n 个样本中的索引
+    """
+    if split == "all":
+        return list(range(n))
+    if split not in ("train", "val"):
+        raise ConfigError(f"Unknown split {split!r} for {what}; choose one of: train, val, all.")
+    train_idx, val_idx = split_indices(n, val_fraction, seed)
+    chosen = train_idx if split == "train" else val_idx
+    if not chosen:
+        raise ConfigError(
+            f"The {split!r} split of {what} is empty ({n} item(s), val_fraction={val_fraction}). Use "
+            f"val_fraction > 0 for a validation split, or split='all'."
+        )
+    return chosen
+
+
+class SegmentationDataset(Dataset):
+    """Base class: raw samples in, normalised tensors out.
+    基类：输入原始样本，输出归一化后的张量
+
+    Subclasses implement ``__len__`` and :meth:`raw`; they may override :meth:`load` (faster path straight to class
+    indices) and :meth:`raw_mask` (mask only, for :func:`~unet_course.data.masks.inspect_masks`).
+
+    Attributes:
+        mask_values: raw mask values in class-index order. 按类别顺序排列的原始取值
+        class_names: one name per class. 类别名称
+        in_channels: channels of ``item["image"]``. 图像通道数
+        mean, std: normalisation, per channel, [0, 1] units. 归一化参数
+        ignore_index: target value never scored. 忽略的目标值
+        has_labels: False for prediction-only splits (no ``"mask"`` key). 是否带标签
+        names: the stem of each sample. 样本名称
+        uniform_size: all images share one size (so evaluation can batch them). 所有图像尺寸是否一致
+        transform: the :class:`SegmentationTransform` in use. 使用的变换
+
+    Args:
+        train: build the training transform (random crop + augmentation) instead of the evaluation one.
+        augment: flips / rotations / intensity jitter in training. 训练增强
+        crop_size: random training crop. 训练裁剪
+        scale: resize factor. 缩放比例
+        transform: a callable ``(image, target) -> (tensor, tensor)`` replacing the default transform.
+    """
+
+    def __init__(self, *, mask_values: Sequence[int], class_names: Sequence[str], in_channels: int,
+                 mean: Sequence[float], std: Sequence[float], ignore_index: int = 255, names: Sequence[str] = (),
+                 has_labels: bool = True, train: bool = False, augment: bool = True, crop_size: int | None = None,
+                 scale: float = 1.0, transform=None, uniform_size: bool = True) -> None:
+        self.mask_values = [int(v) for v in mask_values]
+        self.class_names = list(class_names)
+        self.in_channels = int(in_channels)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            raise ConfigError(
+                f"mean {self.mean} / std {self.std} must have one entry per channel (in_channels={self.in_channels})."
+            )
+        self.ignore_index = int(ignore_index)
+        if self.ignore_index < len(self.mask_values):
+            raise ConfigError(
+                f"ignore_index={self.ignore_index} collides with class index {self.ignore_index} "
+                f"({len(self.mask_values)} classes); use a value >= {len(self.mask_values)} (default 255)."
+            )
+        self.names = list(names)
+        self.has_labels = bool(has_labels)
+        self.uniform_size = bool(uniform_size)
+        self.scale = float(scale)
+        self.crop_size = crop_size
+        self.train = bool(train)
+        self.transform = transform if transform is not None else SegmentationTransform(
+            train=train, crop_size=crop_size, scale=scale, mean=self.mean, std=self.std, augment=augment,
+            ignore_index=self.ignore_index,
+        )
+
+    # ------------------------------------------------------------------
+    @property
+    def n_classes(self) -> int:
+        """Number of classes ``K = len(mask_values)``. 类别数"""
+        return len(self.mask_values)
+
+    def __len__(self) -> int:  # pragma: no cover - subclasses define it
+        raise NotImplementedError
+
+    def _check_index(self, index: int) -> int:
+        n = len(self)
+        i = int(index)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"index {index} out of range for a data set of {n} item(s)")
+        return i
+
+    def raw(self, index: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Sample at native resolution: ``(image uint8 (H, W, C), mask raw values (H, W) or None, valid (H, W)
+        bool or None)``. 原始分辨率的样本：图像、原始掩码取值、有效区域
+        """
+        raise NotImplementedError
+
+    def raw_mask(self, index: int) -> np.ndarray | None:
+        """Raw mask values of sample ``index`` (``None`` without labels). 仅返回原始掩码"""
+        return self.raw(index)[1]
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(image uint8 (H, W, in_channels), target int64 (H, W) or None)``: class indices, ``ignore_index``
+        outside the valid region. 返回通道对齐后的图像和类别索引目标
+        """
+        index = self._check_index(index)
+        image, mask, valid = self.raw(index)
+        name = self.names[index] if index < len(self.names) else str(index)
+        image = match_channels(image, self.in_channels, name)
+        if mask is None:
+            return image, None
+        target = values_to_indices(mask, self.mask_values, name)  # (H, W) int64
+        if valid is not None:
+            target[~valid] = self.ignore_index
+        return image, target
+
+    def __getitem__(self, index: int) -> dict:
+        index = self._check_index(index)
+        image, target = self.load(index)
+        x, y = self.transform(image, target)
+        item = {"image": x, "name": self.names[index]}
+        if y is not None:
+            item["mask"] = y.to(torch.int64)
+        return item
+
+    def describe(self) -> dict:
+        """Plain-types summary (for logs, notebooks and checkpoints). 基本类型组成的摘要"""
+        return {
+            "dataset": type(self).__name__, "n_items": len(self), "in_channels": self.in_channels,
+            "n_classes": self.n_classes, "mask_values": list(self.mask_values), "class_names": list(self.class_names),
+            "mean": list(self.mean), "std": list(self.std), "ignore_index": self.ignore_index,
+            "has_labels": self.has_labels,
+        }

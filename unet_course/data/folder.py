@@ -1,0 +1,375 @@
+"""Image/mask pairs from two folders or two zip archives (the Carvana layout).
+从两个文件夹或两个 zip 压缩包读取图像/掩码对（Carvana 目录结构）
+
+Images and masks are paired by file stem: ``ID_01.jpg`` <-> ``ID_01<mask_suffix>.<any extension>``, so with the
+default ``mask_suffix="_mask"`` Carvana's ``train/00087a6bd4dc_01.jpg`` pairs with
+``train_masks/00087a6bd4dc_01_mask.gif``. Both sides accept jpg/jpeg/png/tif/tiff/gif/bmp.
+图像与掩码按文件名主干配对，两侧都接受 jpg/jpeg/png/tif/tiff/gif/bmp
+
+Either side may be a ``.zip`` archive (Kaggle's ``train.zip`` / ``train_masks.zip``): members are read into
+memory and decoded from bytes, nothing is unzipped, and a top folder inside the archive (``train/``) is fine.
+This matters on Kaggle, where ``/kaggle/input`` is read-only.
+任一侧都可以是 zip 压缩包：直接从内存解码，不解压到磁盘（Kaggle 的输入目录只读）
+
+Mask values are discovered (sorted unique values over the masks, cached in memory per folder) unless
+``mask_values`` is given; the result is exposed as ``dataset.mask_values`` so that checkpoints can store it.
+Nothing is written next to the data.
+掩码取值自动发现并缓存在内存中（不会写入数据目录），也可以通过 mask_values 显式给出
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from .base import SegmentationDataset, select_split
+from .io import IMAGE_EXTENSIONS, image_size, is_image_file, match_channels, read_image, read_mask
+from .masks import discover_mask_values, values_to_indices
+from .transforms import compute_mean_std
+
+# 内存缓存：均值/标准差按数据来源缓存，训练集与验证集共用
+_STATS_CACHE: dict[tuple, tuple[tuple[float, ...], tuple[float, ...]]] = {}
+
+FOLDER_LAYOUT = """\
+<root>/
+  images/   case_001.png  case_002.jpg ...      (any of .jpg .jpeg .png .tif .tiff .gif .bmp)
+  masks/    case_001_mask.png  case_002_mask.gif ...   (stem + mask_suffix, any extension)"""
+
+CARVANA_LAYOUT = """\
+carvana/                       (Kaggle: /kaggle/input/carvana-image-masking-challenge)
+  train/         00087a6bd4dc_01.jpg ...          1918x1280 RGB
+  train_masks/   00087a6bd4dc_01_mask.gif ...     values 0 / 1
+or, not unzipped:
+  train.zip         (members train/00087a6bd4dc_01.jpg ...)
+  train_masks.zip   (members train_masks/00087a6bd4dc_01_mask.gif ...)"""
+
+
+class _DirSource:
+    """Image files in one folder (or in its single sub-folder, for doubly nested unzips). 文件夹中的图像文件"""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        files = [p for p in path.iterdir() if p.is_file() and is_image_file(p)]
+        if not files:
+            subdirs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+            if len(subdirs) == 1:
+                files = [p for p in subdirs[0].iterdir() if p.is_file() and is_image_file(p)]
+        self.keys = sorted(str(p) for p in files)
+
+    def stem(self, key: str) -> str:
+        return Path(key).stem
+
+    def read(self, key: str) -> str:
+        return key
+
+    def label(self, key: str) -> str:
+        return key
+
+
+class _ZipSource:
+    """Image members of a zip archive, read without unzipping; the handle is reopened in each process.
+    zip 压缩包中的图像成员；每个进程各自打开文件句柄（fork 后共享句柄会读错数据）
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._zf: zipfile.ZipFile | None = None
+        self._pid = -1
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise DataError(f"Cannot open {str(path)!r} as a zip archive ({exc}); re-download it.") from None
+        self.keys = sorted(
+            n for n in names
+            if not n.endswith("/") and not n.startswith("__MACOSX/") and is_image_file(PurePosixPath(n).name)
+        )
+
+    def _handle(self) -> zipfile.ZipFile:
+        if self._zf is None or self._pid != os.getpid():
+            self._zf = zipfile.ZipFile(self.path)
+            self._pid = os.getpid()
+        return self._zf
+
+    def stem(self, key: str) -> str:
+        return PurePosixPath(key).stem
+
+    def read(self, key: str) -> bytes:
+        try:
+            return self._handle().read(key)
+        except (zipfile.BadZipFile, OSError, KeyError) as exc:
+            raise DataError(f"Cannot read {self.label(key)!r} ({exc}); the archive is damaged, re-download it.") from None
+
+    def label(self, key: str) -> str:
+        return f"{self.path}:{key}"
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_zf"], state["_pid"] = None, -1  # 句柄不能被 pickle，在工作进程中重新打开
+        return state
+
+
+def _open_source(path: Path, what: str, layout: str) -> _DirSource | _ZipSource:
+    if path.is_dir():
+        return _DirSource(path)
+    if path.is_file() and path.suffix.lower() == ".zip":
+        return _ZipSource(path)
+    raise DataError(
+        f"{what} {str(path)!r} does not exist (or is neither a folder nor a .zip). Expected a layout like:\n{layout}"
+    )
+
+
+def _by_stem(source, strip_suffix: str, what: str) -> dict[str, str]:
+    """Map stem (minus ``strip_suffix``) -> key, refusing duplicates. 建立主干名到文件的映射，拒绝重复"""
+    out: dict[str, str] = {}
+    for key in source.keys:
+        stem = source.stem(key)
+        if strip_suffix:
+            if not stem.endswith(strip_suffix):
+                continue
+            stem = stem[: -len(strip_suffix)]
+        if stem in out:
+            raise DataError(
+                f"Two {what} share the stem {stem!r}: {source.label(out[stem])!r} and {source.label(key)!r}. Keep "
+                "one file per sample."
+            )
+        out[stem] = key
+    return out
+
+
+def _list_some(names: list[str], n: int = 5) -> str:
+    shown = ", ".join(repr(x) for x in names[:n])
+    return shown + (f" ... ({len(names)} in all)" if len(names) > n else "")
+
+
+class FolderPairs(SegmentationDataset):
+    """Segmentation pairs from an images folder/zip and a masks folder/zip, matched by stem.
+    按文件名主干匹配的图像/掩码对（文件夹或 zip）
+
+    Args:
+        imgs_dir: folder or ``.zip`` with the images. 图像文件夹或 zip
+        masks_dir: folder or ``.zip`` with the masks. 掩码文件夹或 zip
+        mask_suffix: a mask's stem is the image's stem plus this (``"_mask"``; ``""`` for equal stems).
+            掩码文件名主干 = 图像主干 + 后缀
+        split: ``"all"`` | ``"train"`` | ``"val"`` (seeded split over the sorted pairs). 数据划分
+        val_fraction, seed: the train/val split (see :func:`~unet_course.data.base.split_indices`). 划分参数
+        mask_values: raw values in class-index order; None -> discovered (sorted). 取值映射
+        max_scan: discover values on at most this many masks (evenly spaced); None scans all. A value met later
+            that is not in the mapping raises :class:`DataError` naming the file. 发现取值时最多扫描的掩码数
+        max_classes: refuse more discovered values than this (a sign of interpolated/JPEG masks). 类别数上限
+        in_channels: None -> from the first image (1 for gray, 3 otherwise); gray images are repeated when 3 are
+            asked; RGB data with ``in_channels=1`` raises. 通道数
+        strict: unpaired files raise :class:`DataError`; with False they are skipped with a warning. 严格配对
+        stats_samples: images (evenly spaced over all pairs) used to compute mean/std when not given. 统计样本数
+        name: data set label used in messages. 数据集名称
+        train, augment, crop_size, scale, mean, std, ignore_index, transform: see
+            :class:`~unet_course.data.base.SegmentationDataset`.
+
+    Raises:
+        DataError: missing folder (layout shown), no images, unpaired files, corrupt files, size mismatch between
+            an image and its mask (both sizes named), unexpected mask values.
+        ConfigError: unknown or empty split.
+    """
+
+    layout = FOLDER_LAYOUT
+
+    def __init__(self, imgs_dir: str | Path, masks_dir: str | Path, mask_suffix: str = "_mask",
+                 split: str = "all", val_fraction: float = 0.2, seed: int = 0,
+                 mask_values: list[int] | None = None, max_scan: int | None = None, max_classes: int = 16,
+                 in_channels: int | None = None, strict: bool = True, stats_samples: int = 32,
+                 name: str = "folder", train: bool | None = None, augment: bool = True,
+                 crop_size: int | None = None, scale: float = 1.0, mean: tuple[float, ...] | None = None,
+                 std: tuple[float, ...] | None = None, ignore_index: int = 255, transform=None) -> None:
+        imgs_dir, masks_dir = Path(imgs_dir).expanduser(), Path(masks_dir).expanduser()
+        self.images_src = _open_source(imgs_dir, "Images folder", self.layout)
+        self.masks_src = _open_source(masks_dir, "Masks folder", self.layout)
+        self.mask_suffix = mask_suffix
+        if not self.images_src.keys:
+            raise DataError(
+                f"No images found in {str(imgs_dir)!r} (looked for {', '.join(IMAGE_EXTENSIONS)}). Expected a layout "
+                f"like:\n{self.layout}"
+            )
+        images = _by_stem(self.images_src, "", "images")
+        masks = _by_stem(self.masks_src, mask_suffix, "masks")
+        no_mask = sorted(set(images) - set(masks))
+        no_image = sorted(set(masks) - set(images))
+        if no_mask:
+            example = f"{no_mask[0]}{mask_suffix}.<ext>"
+            msg = (f"{len(no_mask)} image(s) have no mask in {str(masks_dir)!r}: "
+                   f"{_list_some([self.images_src.label(images[s]) for s in no_mask])}. Expected e.g. {example!r} "
+                   f"(mask_suffix={mask_suffix!r}); fix mask_suffix or add the missing masks.")
+            if strict:
+                raise DataError(msg)
+            warnings.warn(msg + " Skipping them (strict=False).", UserWarning, stacklevel=2)
+        if no_image:
+            msg = (f"{len(no_image)} mask(s) have no image in {str(imgs_dir)!r}: "
+                   f"{_list_some([self.masks_src.label(masks[s]) for s in no_image])}. Expected an image named "
+                   f"{no_image[0]!r}.<ext>; add the image or remove the mask.")
+            if strict:
+                raise DataError(msg)
+            warnings.warn(msg + " Skipping them (strict=False).", UserWarning, stacklevel=2)
+        stems = sorted(set(images) & set(masks))
+        if not stems:
+            raise DataError(f"No image/mask pairs between {str(imgs_dir)!r} and {str(masks_dir)!r}.")
+        self.all_pairs = [(s, images[s], masks[s]) for s in stems]
+        chosen = select_split(len(stems), split, val_fraction, seed, f"{name} ({imgs_dir})")
+        self.pairs = [self.all_pairs[i] for i in chosen]
+        self.split = split
+        self.dataset_name = name
+
+        # --- 取值映射：显式给出，或在（部分）掩码上发现并缓存 ---
+        if mask_values is None:
+            scan = self.all_pairs
+            if max_scan is not None and len(scan) > max_scan:
+                scan = [scan[i] for i in np.linspace(0, len(scan) - 1, max_scan).round().astype(int)]
+            key = ("folder-values", str(masks_dir.resolve()), mask_suffix, len(self.all_pairs), max_scan)
+            mask_values = discover_mask_values((self._read_mask(mk) for _, _, mk in scan), cache_key=key)
+            if len(mask_values) > max_classes:
+                raise DataError(
+                    f"Masks in {str(masks_dir)!r} hold {len(mask_values)} distinct values "
+                    f"({mask_values[:8]} ...), more than max_classes={max_classes}. They look resized with "
+                    "interpolation or saved as JPEG (run inspect_masks() on the folder); resave them with NEAREST "
+                    "resizing as PNG/GIF, or pass mask_values=[...] / max_classes=... if this is intended."
+                )
+        # --- 通道数：默认取第一张图像的通道数 ---
+        first = self.all_pairs[0][1]
+        native = image_size(self.images_src.read(first), self.images_src.label(first))[2]
+        in_ch = native if in_channels is None else int(in_channels)
+        if in_ch not in (1, 3):
+            raise DataError(
+                f"in_channels={in_channels} cannot be reconciled with images in {str(imgs_dir)!r} "
+                f"({native} channel(s)); use 1 (gray) or 3 (RGB)."
+            )
+        if native == 3 and in_ch == 1:
+            raise DataError(
+                f"Images in {str(imgs_dir)!r} are RGB (e.g. {self.images_src.label(first)!r}) but in_channels=1 was "
+                "requested. Use in_channels=3 (or leave it unset); colour is never dropped silently."
+            )
+        # --- 均值/标准差：未给出时在均匀抽取的图像上计算并缓存 ---
+        if mean is None or std is None:
+            key = ("folder-stats", str(imgs_dir.resolve()), len(self.all_pairs), in_ch, stats_samples)
+            if key not in _STATS_CACHE:
+                idx = np.linspace(0, len(self.all_pairs) - 1, min(stats_samples, len(self.all_pairs)))
+                imgs = (self._read_image(self.all_pairs[int(i)][1], in_ch) for i in idx.round().astype(int))
+                _STATS_CACHE[key] = compute_mean_std(imgs)
+            mean_c, std_c = _STATS_CACHE[key]
+            mean = mean_c if mean is None else mean
+            std = std_c if std is None else std
+        super().__init__(
+            mask_values=mask_values,
+            class_names=["background", "foreground"] if len(mask_values) == 2
+            else [f"class_{i}" for i in range(len(mask_values))],
+            in_channels=in_ch, mean=mean, std=std, ignore_index=ignore_index, names=[s for s, _, _ in self.pairs],
+            has_labels=True, train=(split == "train") if train is None else train, augment=augment,
+            crop_size=crop_size, scale=scale, transform=transform, uniform_size=self._uniform_size(),
+        )
+
+    # ------------------------------------------------------------------
+    def _read_image(self, key: str, in_channels: int | None = None) -> np.ndarray:
+        label = self.images_src.label(key)
+        image = read_image(self.images_src.read(key), name=label)
+        return match_channels(image, in_channels, label)
+
+    def _read_mask(self, key: str) -> np.ndarray:
+        return read_mask(self.masks_src.read(key), name=self.masks_src.label(key))
+
+    def _uniform_size(self, limit: int = 16) -> bool:
+        """Do (a sample of) the chosen images share one size? Headers only. 抽样检查图像尺寸是否一致"""
+        keys = [k for _, k, _ in self.pairs]
+        if len(keys) > limit:
+            keys = [keys[i] for i in np.linspace(0, len(keys) - 1, limit).round().astype(int)]
+        sizes = {image_size(self.images_src.read(k), self.images_src.label(k))[:2] for k in keys}
+        return len(sizes) == 1
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def raw(self, index: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        index = self._check_index(index)
+        _, img_key, mask_key = self.pairs[index]
+        image = self._read_image(img_key)
+        mask = self._read_mask(mask_key)
+        if image.shape[:2] != mask.shape:
+            raise DataError(
+                f"Size mismatch: image {self.images_src.label(img_key)!r} is {image.shape[1]}x{image.shape[0]} "
+                f"(WxH) but its mask {self.masks_src.label(mask_key)!r} is {mask.shape[1]}x{mask.shape[0]}. "
+                "Resize the mask to the image size with NEAREST interpolation, or fix the pairing."
+            )
+        return image, mask, None
+
+    def raw_mask(self, index: int) -> np.ndarray | None:
+        index = self._check_index(index)
+        return self._read_mask(self.pairs[index][2])
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        index = self._check_index(index)
+        image, mask, _ = self.raw(index)
+        label = self.images_src.label(self.pairs[index][1])
+        image = match_channels(image, self.in_channels, label)
+        return image, values_to_indices(mask, self.mask_values, self.masks_src.label(self.pairs[index][2]))
+
+    def __repr__(self) -> str:
+        return (f"FolderPairs(images={str(self.images_src.path)!r}, masks={str(self.masks_src.path)!r}, "
+                f"split={self.split!r}, n={len(self)}, mask_values={self.mask_values})")
+
+
+def carvana_paths(root: str | Path) -> tuple[Path, Path]:
+    """Find Carvana's images and masks under ``root``: folders ``train``/``train_masks``, else the zips.
+    在 root 下查找 Carvana 的图像与掩码：优先文件夹，其次 zip
+
+    Raises:
+        DataError: neither layout is there (the message shows both).
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"Carvana folder {str(root)!r} does not exist. Expected this layout:\n{CARVANA_LAYOUT}\nDownload the "
+            "Kaggle competition data (see data/README.md) and pass the folder as root=/data_dir=."
+        )
+    for imgs, masks in (("train", "train_masks"), ("train.zip", "train_masks.zip")):
+        if (root / imgs).exists() and (root / masks).exists():
+            return root / imgs, root / masks
+    raise DataError(
+        f"No Carvana images/masks in {str(root)!r} (found: {sorted(p.name for p in root.iterdir())[:8]}). Expected "
+        f"this layout:\n{CARVANA_LAYOUT}"
+    )
+
+
+class CarvanaDataset(FolderPairs):
+    """Kaggle Carvana Image Masking: :class:`FolderPairs` with Carvana's names and suffix.
+    Kaggle Carvana 数据集：使用 Carvana 默认路径与后缀的 FolderPairs
+
+    ``root`` holds ``train/`` + ``train_masks/`` or ``train.zip`` + ``train_masks.zip``; ``mask_suffix="_mask"``.
+    Values are discovered on ``max_scan=64`` evenly spaced masks by default (Carvana's GIFs hold 0/1) to keep
+    start-up fast on 5088 files; pass ``max_scan=None`` to scan all.
+    默认在 64 个均匀抽取的掩码上发现取值以加快启动
+
+    Args:
+        root: the Carvana folder; None -> ``data_root()/carvana`` or ``data_root()/carvana-image-masking-challenge``.
+        split: ``"train"`` | ``"val"`` | ``"all"``. 数据划分
+        **kwargs: passed to :class:`FolderPairs`.
+    """
+
+    layout = CARVANA_LAYOUT
+
+    def __init__(self, root: str | Path | None = None, split: str = "train", mask_suffix: str = "_mask",
+                 max_scan: int | None = 64, **kwargs) -> None:
+        if root is None:
+            from ..env import data_root
+
+            base = data_root()
+            candidates = [base / "carvana", base / "carvana-image-masking-challenge"]
+            root = next((c for c in candidates if c.is_dir()), candidates[0])
+        imgs, masks = carvana_paths(root)
+        if "imgs_dir" in kwargs or "masks_dir" in kwargs:
+            raise ConfigError("carvana takes root=...; use dataset 'folder' to give imgs_dir / masks_dir.")
+        super().__init__(imgs, masks, mask_suffix=mask_suffix, split=split, max_scan=max_scan, name="carvana",
+                         **kwargs)
+        self.root = Path(root)
+        if self.mask_values == [0, 1] or self.mask_values == [0, 255]:
+            self.class_names = ["background", "car"]

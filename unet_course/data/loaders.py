@@ -1,0 +1,304 @@
+"""One entry point from a name (or a :class:`~unet_course.config.TrainConfig`) to data sets and loaders.
+从名称（或 TrainConfig）到数据集与数据加载器的统一入口
+
+``build_dataset(name, root, split, **kw)`` is shared by the CLI, the engine and the notebooks, so a data set is
+built the same way everywhere. ``build_loaders(cfg)`` adds the train/val ``DataLoader`` pair and a small
+:class:`DataInfo` that the model and the checkpoint need (channels, classes, ``mask_values``, normalisation).
+命令行、训练引擎与 notebook 共用 build_dataset；build_loaders 额外返回 DataInfo（通道数、类别数、取值映射、归一化）
+
+Worker processes: ``num_workers="auto"`` gives 0 (load in the main process) where forking is unsafe or pointless:
+Windows and macOS (spawn start method, which also breaks notebooks that define code in cells) and machines with
+<= 2 CPU cores, where a worker would only compete with the training process; else ``min(4, cpu_count - 1)``.
+工作进程数 "auto"：Windows、macOS（spawn）以及不超过 2 核的机器上为 0，否则为 min(4, CPU 数 - 1)
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch.utils.data import DataLoader, RandomSampler, default_collate
+
+from ..errors import ConfigError, DataError
+from .base import SegmentationDataset, split_indices
+from .drive import DRIVEDataset
+from .folder import CarvanaDataset, FolderPairs
+from .isbi import ISBI2012Dataset
+from .synthetic import SyntheticSegmentation
+
+__all__ = ["DATASETS", "DataInfo", "build_dataset", "build_loaders", "resolve_num_workers", "split_indices",
+           "collate_segmentation"]
+
+
+def _synthetic(root=None, split: str = "train", **kw) -> SyntheticSegmentation:
+    kw.setdefault("task", "binary")
+    return SyntheticSegmentation(split=split, **kw)
+
+
+def _synthetic_multiclass(root=None, split: str = "train", **kw) -> SyntheticSegmentation:
+    if kw.get("task", "multiclass") != "multiclass":
+        raise ConfigError(f"Dataset 'synthetic-multiclass' has task='multiclass', got task={kw['task']!r}; use "
+                          "dataset 'synthetic' for the binary task.")
+    kw["task"] = "multiclass"
+    return SyntheticSegmentation(split=split, **kw)
+
+
+def _drive(root=None, split: str = "train", **kw) -> DRIVEDataset:
+    return DRIVEDataset(root=root, split=split, **kw)
+
+
+def _isbi(root=None, split: str = "train", **kw) -> ISBI2012Dataset:
+    return ISBI2012Dataset(root=root, split=split, **kw)
+
+
+def _carvana(root=None, split: str = "train", **kw) -> CarvanaDataset:
+    return CarvanaDataset(root=root, split=split, **kw)
+
+
+def _folder(root=None, split: str = "train", imgs_dir=None, masks_dir=None, **kw) -> FolderPairs:
+    from pathlib import Path
+
+    if imgs_dir is None or masks_dir is None:
+        if root is None:
+            raise ConfigError(
+                "Dataset 'folder' needs data_dir=<root> holding images/ and masks/, or imgs_dir=... and "
+                "masks_dir=...; expected layout:\n" + FolderPairs.layout
+            )
+        root = Path(root).expanduser()
+        imgs_dir = imgs_dir if imgs_dir is not None else root / "images"
+        masks_dir = masks_dir if masks_dir is not None else root / "masks"
+    return FolderPairs(imgs_dir, masks_dir, split=split, **kw)
+
+
+#: Registry: data set name -> builder ``(root=None, split="train", **kw) -> SegmentationDataset``.
+#: 数据集注册表：名称 -> 构建函数
+DATASETS: dict[str, Callable[..., SegmentationDataset]] = {
+    "synthetic": _synthetic,
+    "synthetic-multiclass": _synthetic_multiclass,
+    "drive": _drive,
+    "isbi2012": _isbi,
+    "carvana": _carvana,
+    "folder": _folder,
+}
+
+#: Keyword arguments of each builder, for error messages. 每个构建函数接受的参数
+_ACCEPTS = {
+    "synthetic": SyntheticSegmentation, "synthetic-multiclass": SyntheticSegmentation, "drive": DRIVEDataset,
+    "isbi2012": ISBI2012Dataset, "carvana": FolderPairs, "folder": FolderPairs,
+}
+
+
+def _normalise_name(name: str) -> str:
+    key = str(name).strip().lower().replace("_", "-")
+    aliases = {"isbi": "isbi2012", "isbi-2012": "isbi2012", "synthetic-binary": "synthetic"}
+    key = aliases.get(key, key)
+    if key not in DATASETS:
+        raise ConfigError(f"Unknown dataset {name!r}; known data sets: {', '.join(DATASETS)}.")
+    return key
+
+
+def _accepted(key: str) -> set[str]:
+    params = set(inspect.signature(_ACCEPTS[key].__init__).parameters) - {"self", "kwargs"}
+    if key == "carvana":
+        params |= set(inspect.signature(CarvanaDataset.__init__).parameters) - {"self", "kwargs"}
+        params -= {"imgs_dir", "masks_dir"}
+    if key == "folder":
+        params |= {"root"}
+    return params | {"root", "split"}
+
+
+def build_dataset(name: str, root=None, split: str = "train", **kw) -> SegmentationDataset:
+    """Build a data set by name.
+    按名称构建数据集
+
+    Args:
+        name: one of :data:`DATASETS` (``synthetic``, ``synthetic-multiclass``, ``drive``, ``isbi2012``,
+            ``carvana``, ``folder``). 数据集名称
+        root: data folder; None -> ``unet_course.env.data_root()/<DRIVE|isbi2012|carvana>`` (unused for
+            synthetic; required for ``folder`` unless ``imgs_dir``/``masks_dir`` are given). 数据目录
+        split: ``"train"`` | ``"val"`` | ``"test"`` | ``"all"`` (and ``"holdout"`` for ISBI-2012). 数据划分
+        **kw: passed to the data set class (``val_fraction``, ``seed``, ``crop_size``, ``scale``, ``augment``,
+            ``in_channels``, ``ignore_index``, ``mean``, ``std``, ...; synthetic: ``n_samples``, ``image_size``).
+
+    Returns:
+        A :class:`~unet_course.data.base.SegmentationDataset`.
+
+    Raises:
+        ConfigError: unknown name (known names listed) or an argument the data set does not take.
+        DataError: missing or bad data (see each data set).
+
+    >>> ds = build_dataset("synthetic", split="val", n_samples=2, image_size=32)
+    >>> len(ds), ds.mask_values, ds.in_channels
+    (2, [0, 255], 3)
+    """
+    key = _normalise_name(name)
+    unknown = sorted(set(kw) - _accepted(key))
+    if unknown:
+        raise ConfigError(
+            f"Dataset {key!r} does not take {', '.join(unknown)}; it accepts: {', '.join(sorted(_accepted(key)))}."
+        )
+    return DATASETS[key](root=root, split=split, **kw)
+
+
+@dataclass
+class DataInfo:
+    """What the model, the loss and the checkpoint need to know about the data.
+    模型、损失与检查点需要的数据信息
+
+    Attributes:
+        in_channels: image channels. 图像通道数
+        n_classes: ``len(mask_values)``. 类别数
+        mask_values: raw values in class-index order. 取值映射
+        class_names: one per class. 类别名称
+        mean, std: normalisation. 归一化参数
+        ignore_index: target value never scored. 忽略值
+        n_train, n_val: items per split. 各划分样本数
+        dataset: the registry name. 数据集名称
+    """
+
+    in_channels: int
+    n_classes: int
+    mask_values: list[int]
+    class_names: list[str]
+    mean: list[float]
+    std: list[float]
+    ignore_index: int
+    n_train: int
+    n_val: int
+    dataset: str
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Plain types only (JSON / checkpoint safe). 仅含基本类型"""
+        return asdict(self)
+
+
+def resolve_num_workers(num_workers: int | str = "auto") -> int:
+    """DataLoader worker count: an integer is used as given; ``"auto"`` picks a safe value.
+    数据加载工作进程数：整数原样使用；"auto" 自动选择安全值
+
+    ``"auto"`` -> 0 on Windows and macOS (spawn start method; code defined in a notebook cell cannot be pickled
+    into spawned workers) and on machines with <= 2 CPU cores (workers would only compete with training);
+    otherwise ``min(4, cpu_count - 1)``.
+
+    Raises:
+        ConfigError: a negative number or an unknown string.
+    """
+    if num_workers == "auto":
+        if sys.platform.startswith("win") or sys.platform == "darwin":
+            return 0
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            cpus = os.cpu_count() or 1
+        return 0 if cpus <= 2 else min(4, cpus - 1)
+    if isinstance(num_workers, str):
+        if num_workers.isdigit():
+            return int(num_workers)
+        raise ConfigError(f"num_workers must be 'auto' or an integer >= 0, got {num_workers!r}.")
+    if int(num_workers) < 0:
+        raise ConfigError(f"num_workers must be 'auto' or an integer >= 0, got {num_workers!r}.")
+    return int(num_workers)
+
+
+def collate_segmentation(batch: list[dict]) -> dict:
+    """``default_collate`` with a clear error when images of different sizes meet in one batch.
+    与 default_collate 相同，但尺寸不一致时给出清楚的错误
+    """
+    shapes = {tuple(item["image"].shape) for item in batch}
+    if len(shapes) > 1:
+        names = [item.get("name", "?") for item in batch]
+        raise DataError(
+            f"Images of different sizes {sorted(shapes)} in one batch ({', '.join(names[:4])}). Use batch_size=1 "
+            "for evaluation, or a crop_size/scale that gives equal sizes."
+        )
+    return default_collate(batch)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed NumPy and ``random`` in each worker from torch's per-worker seed. 为每个工作进程设置随机种子"""
+    import random
+
+    import numpy as np
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLoader, DataLoader, DataInfo]:
+    """Train and validation loaders for a :class:`~unet_course.config.TrainConfig`.
+    根据 TrainConfig 构建训练与验证数据加载器
+
+    Honours ``dataset, data_dir, scale, crop_size, image_size, train_samples, val_samples, val_fraction,
+    samples_per_epoch, augment, num_workers, batch_size, seed, ignore_index, in_channels``. The training loader
+    shuffles with its own ``torch.Generator`` seeded by ``cfg.seed``; the caller can reseed it per epoch through
+    ``train_loader.generator.manual_seed(...)`` for exact resumption (with ``samples_per_epoch`` the same
+    generator drives the ``RandomSampler``, ``train_loader.sampler.generator``). ``samples_per_epoch`` (real data
+    only; synthetic data use ``train_samples``) draws that many items per epoch, repeating the training set in
+    fresh permutations, which suits random crops of a few large images. ``drop_last`` is on only when an epoch is
+    larger than a batch. The validation loader never augments; it uses ``batch_size`` (or 1 when image sizes
+    differ).
+    训练加载器使用自带的 torch.Generator 打乱顺序，调用方可在每轮重新设置种子；验证加载器不做增强
+
+    Args:
+        cfg: the training configuration. 训练配置
+        device: where training runs; ``pin_memory`` is used only for CUDA. 训练设备
+
+    Returns:
+        ``(train_loader, val_loader, info)``.
+
+    Raises:
+        ConfigError: ``batch_size`` larger than the training set or ``samples_per_epoch`` (both sizes named),
+            unknown data set, an empty split.
+        DataError: missing or bad data.
+    """
+    key = _normalise_name(cfg.dataset)
+    common = dict(seed=cfg.seed, scale=cfg.scale, ignore_index=cfg.ignore_index)
+    if cfg.in_channels is not None:
+        common["in_channels"] = cfg.in_channels
+    if key.startswith("synthetic"):
+        train_ds = build_dataset(key, split="train", n_samples=cfg.train_samples, image_size=cfg.image_size,
+                                 augment=cfg.augment, crop_size=cfg.crop_size, **common)
+        val_ds = build_dataset(key, split="val", n_samples=cfg.val_samples, image_size=cfg.image_size, **common)
+    else:
+        common["val_fraction"] = cfg.val_fraction
+        train_ds = build_dataset(key, root=cfg.data_dir, split="train", augment=cfg.augment,
+                                 crop_size=cfg.crop_size, **common)
+        val_ds = build_dataset(key, root=cfg.data_dir, split="val", **common)
+    generator = torch.Generator()
+    generator.manual_seed(int(cfg.seed))
+    epoch_size, sampler = len(train_ds), None
+    per_epoch = getattr(cfg, "samples_per_epoch", None)
+    if per_epoch is not None and not key.startswith("synthetic"):
+        if int(per_epoch) < 1:
+            raise ConfigError(f"samples_per_epoch must be >= 1 or None, got {per_epoch!r}.")
+        # 真实数据：每轮抽取 samples_per_epoch 个样本（训练集按随机排列重复），配合随机裁剪使用
+        epoch_size = int(per_epoch)
+        sampler = RandomSampler(train_ds, replacement=False, num_samples=epoch_size, generator=generator)
+    if cfg.batch_size > epoch_size:
+        what = (f"samples_per_epoch={epoch_size}" if sampler is not None
+                else f"the training set ({len(train_ds)} items of {key!r})")
+        raise ConfigError(
+            f"batch_size={cfg.batch_size} is larger than {what}. Use batch_size <= {epoch_size}, a smaller "
+            "val_fraction, more samples_per_epoch (real data) or more train_samples (synthetic)."
+        )
+    workers = resolve_num_workers(cfg.num_workers)
+    dev = torch.device(device) if device is not None else None
+    pin = dev is not None and dev.type == "cuda"
+    loader_kw = dict(num_workers=workers, pin_memory=pin, collate_fn=collate_segmentation,
+                     worker_init_fn=_seed_worker if workers > 0 else None, persistent_workers=workers > 0)
+    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+                              generator=generator, drop_last=epoch_size > cfg.batch_size, **loader_kw)
+    val_bs = cfg.batch_size if val_ds.uniform_size else 1
+    val_loader = DataLoader(val_ds, batch_size=val_bs, shuffle=False, **loader_kw)
+    info = DataInfo(
+        in_channels=train_ds.in_channels, n_classes=train_ds.n_classes, mask_values=list(train_ds.mask_values),
+        class_names=list(train_ds.class_names), mean=list(train_ds.mean), std=list(train_ds.std),
+        ignore_index=train_ds.ignore_index, n_train=len(train_ds), n_val=len(val_ds), dataset=key,
+    )
+    return train_loader, val_loader, info

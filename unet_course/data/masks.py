@@ -1,0 +1,311 @@
+"""From raw mask values to class indices, and back.
+掩码原始取值与类别索引之间的相互转换
+
+Mask files store *values* (0/255 for a binary PNG, 0/1 in Carvana's GIFs, 0 = membrane in ISBI-2012). The loss
+needs *class indices* ``0..K-1``. The bridge is ``mask_values``: the list of raw values **in class-index order**,
+so class ``i`` is stored on disk as ``mask_values[i]``. Discovery sorts the values it finds (``[0, 255]``); a data
+set may fix its own order (ISBI-2012 uses ``[255, 0]`` so that membrane is class 1, the foreground).
+掩码文件存储的是"取值"，损失函数需要的是"类别索引"；二者之间的桥梁是按类别顺序排列的 mask_values
+
+Why not use the values directly? A 0/255 mask used as indices asks for class 255 in a 2-class model, which either
+crashes the loss or, with ``ignore_index=255``, silently ignores every foreground pixel.
+为什么不能直接使用取值：0/255 掩码中的 255 对二分类模型是越界的类别索引，或者恰好等于 ignore_index 而被静默忽略
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .io import is_image_file, read_mask
+
+# 已发现取值的内存缓存：键由数据来源决定
+_VALUES_CACHE: dict[tuple, list[int]] = {}
+
+
+def _as_numpy(mask) -> np.ndarray:
+    if isinstance(mask, torch.Tensor):
+        return mask.detach().cpu().numpy()
+    return np.asarray(mask)
+
+
+def discover_mask_values(masks: Iterable, *, cache_key: tuple | None = None) -> list[int]:
+    """Sorted unique values over a collection of masks.
+    统计一组掩码中出现过的全部取值（升序）
+
+    Args:
+        masks: arrays ``(H, W)``, or paths to mask files, or a mix. 掩码数组或掩码文件路径
+        cache_key: if given, the result is cached in memory under this key and reused (train and val data sets of
+            the same folder scan once). 若给出则在内存中缓存结果
+
+    Returns:
+        ``list[int]`` of the raw values, ascending; this is the default class-index order.
+
+    Raises:
+        DataError: no masks were given.
+
+    >>> import numpy as np
+    >>> discover_mask_values([np.array([[0, 255]]), np.array([[0, 0]])])
+    [0, 255]
+    """
+    if cache_key is not None and cache_key in _VALUES_CACHE:
+        return list(_VALUES_CACHE[cache_key])
+    seen: set[int] = set()
+    n = 0
+    for m in masks:
+        arr = read_mask(m) if isinstance(m, str | Path) else _as_numpy(m)
+        seen.update(np.unique(arr).tolist())
+        n += 1
+    if n == 0:
+        raise DataError("No masks to scan for values; check that the masks folder holds mask files.")
+    values = sorted(int(v) for v in seen)
+    if cache_key is not None:
+        _VALUES_CACHE[cache_key] = list(values)
+    return values
+
+
+def _lookup_table(mask_values: Sequence[int], size: int) -> np.ndarray:
+    lut = np.full(size, -1, dtype=np.int64)
+    for i, v in enumerate(mask_values):
+        if 0 <= v < size:
+            lut[v] = i
+    return lut
+
+
+def values_to_indices(mask, mask_values: Sequence[int], name: str = "<mask>") -> np.ndarray:
+    """Map raw mask values to class indices ``0..K-1``.
+    把原始掩码取值映射为类别索引 0..K-1
+
+    Args:
+        mask: integer array ``(H, W)`` of raw values. 原始取值数组
+        mask_values: raw values in class-index order (class ``i`` <-> ``mask_values[i]``). 按类别顺序的取值列表
+        name: file name shown in the error. 报错时显示的文件名
+
+    Returns:
+        ``np.int64`` array ``(H, W)`` of class indices.
+
+    Raises:
+        DataError: the mask holds a value that is not in ``mask_values``; the message names the file and the
+            values.
+
+    >>> import numpy as np
+    >>> values_to_indices(np.array([[255, 0]], np.uint8), [255, 0]).tolist()
+    [[0, 1]]
+    """
+    arr = _as_numpy(mask)
+    values = [int(v) for v in mask_values]
+    if arr.dtype == np.uint8:
+        lut = _lookup_table(values, 256)
+        out = lut[arr]  # (H, W) 查表，越界取值得到 -1
+        bad_where = out < 0
+    else:
+        order = np.argsort(values)
+        sorted_vals = np.asarray(values, dtype=np.int64)[order]
+        flat = arr.astype(np.int64)
+        pos = np.clip(np.searchsorted(sorted_vals, flat), 0, len(values) - 1)
+        bad_where = sorted_vals[pos] != flat
+        out = order[pos].astype(np.int64)
+    if bad_where.any():
+        bad = np.unique(arr[bad_where]).tolist()
+        shown = ", ".join(str(b) for b in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        raise DataError(
+            f"Mask {name!r} holds value(s) {shown} ({int(bad_where.sum())} pixels) that are not in the data set's "
+            f"mask_values {values}. Either this mask is damaged (e.g. resized with interpolation or saved as JPEG; "
+            "run inspect_masks() on the folder), or the mapping was discovered on a subset: pass the full list as "
+            "mask_values=[...] when building the data set."
+        )
+    return out
+
+
+def indices_to_values(labels, mask_values: Sequence[int]) -> np.ndarray:
+    """Map class indices back to the raw values used on disk (for saving predictions).
+    把类别索引映射回磁盘上的原始取值（保存预测结果时使用）
+
+    Args:
+        labels: integer array or tensor ``(..., H, W)`` of class indices ``0..K-1``. 类别索引
+        mask_values: raw values in class-index order. 按类别顺序的取值列表
+
+    Returns:
+        NumPy array of raw values, ``uint8`` when every value fits in 8 bits.
+
+    Raises:
+        DataError: a label is outside ``0..K-1`` (for example an ``ignore_index`` of 255).
+
+    >>> import numpy as np
+    >>> indices_to_values(np.array([[0, 1]]), [255, 0]).tolist()
+    [[255, 0]]
+    """
+    lab = _as_numpy(labels).astype(np.int64)
+    table = np.asarray([int(v) for v in mask_values], dtype=np.int64)
+    if lab.size and (lab.min() < 0 or lab.max() >= len(table)):
+        raise DataError(
+            f"Labels hold class index {int(lab.max()) if lab.max() >= len(table) else int(lab.min())}, outside "
+            f"0..{len(table) - 1} for mask_values {table.tolist()}. Map ignore_index pixels to a class first."
+        )
+    out = table[lab]
+    if table.min() >= 0 and table.max() <= 255:
+        return out.astype(np.uint8)
+    return out.astype(np.int32)
+
+
+@dataclass
+class MaskReport:
+    """What a set of mask files holds, with warnings about common mistakes.
+    一组掩码的统计报告，并附带常见错误的警告
+
+    Attributes:
+        values: sorted raw values found. 发现的取值
+        counts: pixel count per value (same order as ``values``). 每个取值的像素数
+        n_files: number of masks scanned. 扫描的掩码数
+        shapes: distinct ``(H, W)`` seen. 出现过的尺寸
+        warnings: human-readable warnings (also issued with :func:`warnings.warn`). 警告列表
+        mapping: the class-index order: a data set's own ``mask_values`` when a data set was inspected, else the
+            sorted values. 类别顺序：检查数据集时使用其 mask_values，否则为升序取值
+    """
+
+    values: list[int]
+    counts: list[int]
+    n_files: int
+    shapes: list[tuple[int, int]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    mapping: list[int] | None = None
+
+    @property
+    def frequencies(self) -> list[float]:
+        """Fraction of all pixels holding each value. 每个取值占全部像素的比例"""
+        total = max(1, sum(self.counts))
+        return [c / total for c in self.counts]
+
+    @property
+    def mask_values(self) -> list[int]:
+        """Raw values in class-index order (``mapping``, or the sorted values). 按类别顺序排列的取值"""
+        return list(self.mapping) if self.mapping is not None else list(self.values)
+
+    def __str__(self) -> str:
+        lines = [f"Masks scanned: {self.n_files}   shapes: {', '.join(f'{h}x{w}' for h, w in self.shapes[:5])}"
+                 + (" ..." if len(self.shapes) > 5 else ""),
+                 f"{'value':>7} {'class':>6} {'pixels':>12} {'fraction':>9}"]
+        rows = list(zip(self.values, self.counts, self.frequencies))
+        order = self.mask_values
+        for v, c, f in rows[:20]:
+            cls = str(order.index(v)) if v in order else "-"
+            lines.append(f"{v:>7} {cls:>6} {c:>12} {f:>9.4f}")
+        if len(rows) > 20:
+            lines.append(f"  ... {len(rows) - 20} more values")
+        for w in self.warnings:
+            lines.append(f"WARNING: {w}")
+        return "\n".join(lines)
+
+
+def _mask_sources(masks) -> tuple[list, list[str]]:
+    """Turn a folder / list of paths / list of arrays / data set into (items, names). 统一输入为掩码列表"""
+    if hasattr(masks, "raw_mask") and hasattr(masks, "__len__"):
+        items = [(lambda i=i: masks.raw_mask(i)) for i in range(len(masks))]
+        names = list(getattr(masks, "names", [str(i) for i in range(len(masks))]))
+        return items, names
+    if isinstance(masks, str | Path):
+        folder = Path(masks)
+        if folder.is_dir():
+            paths = sorted(p for p in folder.iterdir() if is_image_file(p))
+            if not paths:
+                raise DataError(f"No mask files found in {str(folder)!r}.")
+            return list(paths), [p.name for p in paths]
+        return [folder], [folder.name]
+    items = list(masks)
+    names = [Path(m).name if isinstance(m, str | Path) else f"mask[{i}]" for i, m in enumerate(items)]
+    return items, names
+
+
+def inspect_masks(masks, *, ignore_index: int = 255, max_files: int | None = None, warn: bool = True) -> MaskReport:
+    """Scan masks and report their values, pixel frequencies and likely mistakes.
+    扫描掩码，报告取值、像素频率以及可能的错误
+
+    Warnings are raised (``warnings.warn``) and stored in ``report.warnings`` for:
+
+    - **0/255 binary masks**: used directly as class indices, 255 is out of range for 2 classes and equals
+      ``ignore_index``; the data sets map values through ``mask_values`` so this is handled, but hand-written code
+      must do the same. 0/255 掩码不能直接当作类别索引
+    - **interpolated masks**: besides two dominant values there are many distinct in-between values on a thin
+      fraction of pixels, the mark of a mask resized with bilinear/bicubic interpolation (or saved as JPEG).
+      插值缩放（或 JPEG 保存）过的掩码会在边界处出现许多中间取值
+
+    Args:
+        masks: a folder of mask files, a list of paths or arrays, or a data set with ``raw_mask(i)``.
+            掩码目录、路径或数组列表，或提供 raw_mask(i) 的数据集
+        ignore_index: the target value ignored by the loss. 损失忽略的目标值
+        max_files: scan at most this many (evenly spaced). 最多扫描的文件数
+        warn: also call :func:`warnings.warn`. 是否同时发出 Python 警告
+
+    Returns:
+        A :class:`MaskReport`; ``print(report)`` gives a table.
+    """
+    items, names = _mask_sources(masks)
+    mapping = list(masks.mask_values) if hasattr(masks, "raw_mask") and hasattr(masks, "mask_values") else None
+    if max_files is not None and len(items) > max_files:
+        keep = np.linspace(0, len(items) - 1, max_files).round().astype(int)
+        items = [items[i] for i in keep]
+        names = [names[i] for i in keep]
+    if not items:
+        raise DataError("inspect_masks got no masks to scan.")
+    counts: dict[int, int] = {}
+    shapes: list[tuple[int, int]] = []
+    for item in items:
+        if callable(item):
+            arr = item()
+        elif isinstance(item, str | Path):
+            arr = read_mask(item)
+        else:
+            arr = _as_numpy(item)
+        if arr is None:
+            continue
+        vals, cnt = np.unique(arr, return_counts=True)
+        for v, c in zip(vals.tolist(), cnt.tolist()):
+            counts[int(v)] = counts.get(int(v), 0) + int(c)
+        shape = (int(arr.shape[0]), int(arr.shape[1]))
+        if shape not in shapes:
+            shapes.append(shape)
+    values = sorted(counts)
+    report = MaskReport(values=values, counts=[counts[v] for v in values], n_files=len(items), shapes=shapes,
+                        mapping=mapping)
+    report.warnings = _diagnose(values, report.counts, ignore_index, report.mask_values)
+    if warn:
+        for w in report.warnings:
+            warnings.warn(w, UserWarning, stacklevel=2)
+    return report
+
+
+def _diagnose(values: list[int], counts: list[int], ignore_index: int, mapping: list[int]) -> list[str]:
+    """Heuristics behind :func:`inspect_masks`' warnings. 警告背后的启发式规则"""
+    out: list[str] = []
+    total = max(1, sum(counts))
+    if not values:
+        return out
+    k = len(values)
+    if max(values) >= k:
+        detail = f"equals ignore_index={ignore_index}, so those pixels would be silently ignored" if (
+            ignore_index in values) else "would be an out-of-range class index"
+        out.append(
+            f"Mask values {values[:6]}{' ...' if k > 6 else ''} are not class indices 0..{k - 1}: used directly as "
+            f"indices, value {max(values)} {detail}. The data sets map raw values through mask_values="
+            f"{mapping[:6]}{' ...' if len(mapping) > 6 else ''} (class i is stored as mask_values[i]); do the same "
+            "(values_to_indices) in your own code."
+        )
+    if k > 2:
+        order = np.argsort(counts)[::-1]
+        lo, hi = sorted((values[order[0]], values[order[1]]))
+        between = [(v, c) for v, c in zip(values, counts) if lo < v < hi]
+        frac = sum(c for _, c in between) / total
+        top2 = (counts[order[0]] + counts[order[1]]) / total
+        if len(between) >= 5 and frac < 0.2 and top2 > 0.8:
+            out.append(
+                f"Masks look resized with interpolation (or saved as JPEG): besides {lo} and {hi} they hold "
+                f"{len(between)} distinct in-between values on {100 * frac:.2f}% of pixels. Resize masks with "
+                "NEAREST interpolation and save them losslessly (PNG/GIF), or re-binarise them (e.g. mask > 127)."
+            )
+    return out
