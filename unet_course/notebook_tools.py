@@ -42,7 +42,13 @@ def record_result(notebook: str, **metrics: Any) -> dict[str, Any]:
     Returns:
         The record that was (or would have been) written.
     """
-    record = {"notebook": notebook, **{k: (float(v) if hasattr(v, "__float__") else v) for k, v in metrics.items()}}
+    def plain(v: Any) -> Any:
+        # numpy / torch scalars -> Python numbers; ints stay ints. 标量转为 Python 数字，整数保持整数
+        if hasattr(v, "item") and callable(v.item):
+            v = v.item()
+        return v if isinstance(v, (bool, int, float, str)) or v is None else float(v)
+
+    record = {"notebook": notebook, **{k: plain(v) for k, v in metrics.items()}}
     path = os.environ.get(RESULTS_ENV)
     if path:
         with open(path, "a", encoding="utf-8") as fh:
