@@ -19,6 +19,7 @@ Only rank 0 logs, writes checkpoints and talks to wandb. Backend: ``gloo`` on CP
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from .errors import ConfigError
+
+logger = logging.getLogger("unet_course")
 
 #: When set to a folder, every rank dumps its final ``state_dict`` there (used by the 2-process test).
 #: 设置为目录时，每个进程把最终 state_dict 写到该目录（供双进程测试比较权重）
@@ -146,7 +149,11 @@ def wrap_model(model: torch.nn.Module, info: DistInfo, device: torch.device,
     """
     if not info.enabled:
         return model
-    if sync_batchnorm:
+    if sync_batchnorm and device.type != "cuda":
+        logger.warning("sync_batchnorm needs CUDA (torch's SyncBatchNorm runs on GPUs only); on %s each rank keeps "
+                       "its own BatchNorm statistics and rank 0's are broadcast at the end of every epoch.",
+                       device.type)
+    elif sync_batchnorm:
         # 把 BatchNorm 换成跨进程同步统计量的 SyncBatchNorm
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [device.index] if device.type == "cuda" else None

@@ -128,9 +128,18 @@ def is_interactive() -> bool:
     """
     if os.environ.get("CI") or os.environ.get("PAPERMILL_EXECUTION") or os.environ.get("UNET_COURSE_QUIET"):
         return False
-    if "ipykernel" in sys.modules:
+    if in_notebook():
         return True
     return sys.stderr.isatty()
+
+
+def in_notebook() -> bool:
+    """True inside a live Jupyter kernel (not merely when ``ipykernel`` was imported, as nbval does).
+    是否运行在 Jupyter 内核中（仅导入 ipykernel 不算，例如 nbval 插件）
+    """
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:

@@ -1,0 +1,127 @@
+"""The ``unet-course`` command line: help everywhere, config layering, train -> evaluate, clear errors.
+命令行：每个子命令都有帮助、配置叠加、训练后评估、清晰的错误
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from unet_course import cli
+from unet_course.checkpoint import load_checkpoint
+from unet_course.errors import ConfigError
+
+TINY = ["--image-size", "32", "--train-samples", "8", "--val-samples", "4", "--base-channels", "4", "--depth", "2",
+        "--batch-size", "4", "--amp", "off", "--device", "cpu", "--progress", "none"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["bench"], ["inspect"], ["course"]])
+def test_help_everywhere(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: unet-course" in out
+    if command == ["train"]:
+        assert "--batch-size" in out and "--resume" in out and "--recipe" in out and "--wandb-mode" in out
+
+
+def test_every_train_config_field_is_a_flag():
+    import dataclasses
+
+    from unet_course.config import TrainConfig
+
+    parser = cli.build_parser()
+    train = next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "train")[1]
+    flags = {opt for action in train._actions for opt in action.option_strings}
+    missing = [f.name for f in dataclasses.fields(TrainConfig) if "--" + f.name.replace("_", "-") not in flags]
+    assert not missing
+
+
+def test_config_layering(tmp_path, monkeypatch, capsys):
+    recipes = tmp_path / "pkg" / "recipes"
+    recipes.mkdir(parents=True)
+    (recipes / "demo.json").write_text(json.dumps({"description": "a test recipe", "epochs": 9, "lr": 0.1,
+                                                   "batch_size": 2}))
+    monkeypatch.setattr(cli.importlib.resources, "files", lambda package: tmp_path / "pkg")
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"lr": 0.05, "depth": 3}))
+    code = cli.main(["train", "--recipe", "demo", "--config", str(config), "--lr", "0.01", "--no-augment",
+                     "--grad-clip", "none", "--class-weights", "1", "2", "--print-config"])
+    assert code == 0
+    cfg = json.loads(capsys.readouterr().out)
+    # 默认值 < 配方 < 配置文件 < 命令行参数
+    assert cfg["epochs"] == 9 and cfg["batch_size"] == 2           # 来自配方
+    assert cfg["depth"] == 3                                        # 来自配置文件
+    assert cfg["lr"] == 0.01                                        # 命令行参数优先
+    assert cfg["augment"] is False and cfg["grad_clip"] is None and cfg["class_weights"] == [1.0, 2.0]
+    assert cli.available_recipes() == ["demo"]
+    with pytest.raises(ConfigError, match="Unknown recipe 'nope'; available recipes: demo"):
+        cli.load_recipe("nope")
+
+
+def test_train_then_evaluate_round_trip(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", *TINY, "--epochs", "2", "--out-dir", str(out)]) == 0
+    assert "best val Dice" in capsys.readouterr().out
+    best = load_checkpoint(out / "best.pt")
+    assert cli.main(["evaluate", str(out / "best.pt"), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)                               # stdout 只有 JSON
+    assert result["split"] == "val" and result["n_images"] == 4
+    assert result["metrics"]["dice"] == pytest.approx(best["best_metric"], abs=1e-3)
+    assert "pixel_accuracy" in captured.err and "structure" in captured.err   # 表格写到 stderr
+    report = tmp_path / "metrics.json"
+    assert cli.main(["evaluate", str(out / "best.pt"), "--device", "cpu", "-o", str(report)]) == 0
+    assert json.loads(report.read_text())["metrics"]["dice"] == result["metrics"]["dice"]
+    # 续训到第 3 轮
+    assert cli.main(["train", *TINY, "--epochs", "3", "--out-dir", str(out), "--resume", "last"]) == 0
+    assert load_checkpoint(out / "last.pt")["epoch"] == 3
+
+
+def test_user_errors_exit_2_without_traceback(tmp_path, capsys):
+    assert cli.main(["evaluate", str(tmp_path / "missing.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "missing.pt" in err and "does not exist" in err
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps({"optimizer": "adagrad"}))
+    assert cli.main(["train", "--config", str(config)]) == 2
+    assert "Unknown optimizer 'adagrad'; choose one of: adam, adamw, rmsprop, sgd" in capsys.readouterr().err
+    config.write_text(json.dumps({"epochz": 3}))
+    assert cli.main(["train", "--config", str(config)]) == 2
+    assert "epochz" in capsys.readouterr().err
+
+
+def test_wrong_arguments_are_argparse_errors(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "--optimizer", "adagrad"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'adagrad'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--epochs", "many"])
+
+
+def test_keyboard_interrupt_message(monkeypatch, capsys):
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("unet_course.engine.fit", interrupted)
+    assert cli.main(["train", *TINY]) == 130
+    err = capsys.readouterr().err
+    assert "last.pt" in err and "--resume last" in err
+
+
+def test_inspect_synthetic(capsys):
+    assert cli.main(["inspect", "synthetic", "--max-files", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "Masks scanned: 3" in out and "255" in out
