@@ -319,18 +319,30 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def run_course(args: argparse.Namespace) -> int:
-    """``unet-course course`` (temporary body): a short synthetic training run, then the final val Dice.
-    course 子命令（临时实现）：在合成数据上做一次短训练并打印最终验证 Dice
-    """
-    from .engine import fit
+    """``unet-course course``: execute the five notebooks with papermill into ``runs/course-<time>/``.
+    course 子命令：用 papermill 把五个 notebook 执行到 runs/course-<时间>/，并打印汇总
 
-    out_dir = args.out_dir or str(Path("runs") / "course")
-    cfg = TrainConfig(dataset="synthetic", epochs=args.epochs, train_samples=64, val_samples=32, image_size=64,
-                      base_channels=8, depth=3, batch_size=8, out_dir=out_dir, seed=args.seed)
-    history = fit(cfg)
-    final = history.val_dice[-1] if history.val_dice else None
-    print(f"course: final val Dice {final:.4f}" if final is not None else "course: no validation split")
-    return 0
+    The committed notebooks stay untouched. Each notebook reports its key metric through
+    :func:`unet_course.notebook_tools.record_result`; the summary table lists time and metrics per notebook.
+    仓库中的 notebook 不会被修改；每个 notebook 通过 record_result 报告关键指标
+    """
+    from .notebook_tools import format_summary
+    from .notebook_tools import run_course as run_notebooks
+
+    parameters: dict[str, Any] = {}
+    for item in args.parameter or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--parameter expects KEY=VALUE, got {item!r} (example: -p dataset=drive).")
+        try:
+            parameters[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parameters[key] = value
+    os.environ.setdefault("UNET_COURSE_QUIET", "1")
+    runs = run_notebooks(out_dir=args.out_dir, parameters=parameters, notebooks=args.notebooks)
+    print(format_summary(runs))
+    print(f"Executed notebooks are in {Path(runs[0].output).parent}" if runs else "No notebook ran.")
+    return 0 if all(r.ok for r in runs) else 1
 
 
 def _lazy_subcommand(module_name: str):
@@ -412,11 +424,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-files", type=int, default=None, help="look at no more than N files")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("course", help="run the course on the synthetic default data",
-                       description="Run the course end to end on synthetic data.")
-    p.add_argument("--epochs", type=int, default=3, help="training epochs (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--out-dir", help="output folder (default runs/course)")
+    p = sub.add_parser("course", help="run the five course notebooks with papermill (synthetic data by default)",
+                       description="Execute notebooks/01..05 with papermill into runs/course-<time>/ and print a "
+                                   "summary (time and key metric per notebook). The committed notebooks stay "
+                                   "untouched. 用 papermill 执行五个课程 notebook")
+    p.add_argument("-p", "--parameter", action="append", metavar="KEY=VALUE",
+                   help="papermill parameter for every notebook, e.g. -p dataset=drive (JSON values allowed)")
+    p.add_argument("--notebooks", nargs="+", metavar="NAME", help="only these notebooks (e.g. 01 04_training_loop)")
+    p.add_argument("--out-dir", help="run folder (default runs/course-<YYYYmmdd-HHMMSS>)")
     p.set_defaults(func=run_course)
     return parser
 
