@@ -152,9 +152,10 @@ class ShapeTrace:
 
         def join(cells: tuple[str, ...]) -> str:
             # 参数量右对齐，其余左对齐
-            return "  ".join(c.rjust(w) if i == 4 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+            return "  ".join(c.rjust(w) if i == 4 else c.ljust(w)
+                             for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
-        rule = "-" * len(join(header))
+        rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
         out = [join(header), rule, *(join(line) for line in lines), rule]
         out.append(f"input {fmt(self.input_shape)} -> output {fmt(self.output_shape)}; "
                    f"total parameters: {self.total_params:,} ({self.total_params / 1e6:.1f} M)")
@@ -184,11 +185,13 @@ def describe(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 572, 572)) 
         ConfigError: ``input_shape`` is not 4-D.
 
     >>> from unet_course.model import UNet
-    >>> trace = describe(UNet(in_channels=1, n_classes=2, base_channels=4, depth=2), (1, 1, 20, 20))
+    >>> trace = describe(UNet(in_channels=1, n_classes=2, base_channels=4, depth=2), (1, 1, 18, 19))
     >>> [r.name for r in trace]
     ['pad', 'inc', 'downs.0', 'downs.1', 'ups.0', 'ups.1', 'outc']
-    >>> trace.row("downs.1").output_shape, trace.output_shape
-    ((1, 16, 6, 6), (1, 2, 20, 20))
+    >>> trace.row("pad").output_shape, trace.row("downs.1").output_shape, trace.output_shape
+    ((1, 1, 20, 20), (1, 16, 5, 5), (1, 2, 18, 19))
+    >>> trace.all_formulas_ok
+    True
     """
     if len(input_shape) != 4:
         raise ConfigError(f"input_shape must be (B, C, H, W), got {tuple(input_shape)!r}.")

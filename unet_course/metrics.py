@@ -1,0 +1,263 @@
+"""Segmentation metrics from one confusion matrix: Dice, IoU, precision, recall, pixel error, and ROC AUC.
+分割指标：由混淆矩阵计算 Dice、IoU、精确率、召回率、像素误差，另有 ROC AUC
+
+Metrics are accumulated over a whole evaluation set in a ``K × K`` integer *confusion matrix* and computed once at
+the end. Summing counts first and dividing last gives the dataset-level ("micro") score, which is what the DRIVE
+and ISBI-2012 papers report, and avoids averaging per-image ratios of empty images. The matrix is a public tensor,
+so a distributed run can ``all_reduce`` it across ranks before ``compute()``.
+在整个评估集上累加 K × K 的整数混淆矩阵，最后一次性计算；先求和再相除得到数据集级别的指标；
+矩阵是公开张量，分布式训练时可先在各进程间 all_reduce 再计算
+
+Empty-class rule (documented and tested): a ratio whose denominator is 0 is 1.0 when the class is absent from both
+truth and prediction (nothing to find, nothing falsely found) and 0.0 otherwise. So a class that never occurs and
+is never predicted gets Dice = IoU = precision = recall = 1.0; predicting a class that is not in the truth gives
+precision 0 and Dice 0. When nothing at all was counted, every metric is NaN.
+空类规则：分母为 0 时，若该类在真值和预测中都不存在则记 1.0，否则记 0.0；尚未累计任何像素时全部为 NaN
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, DataError
+
+MODES = ("multiclass", "binary")
+
+
+def logits_to_labels(logits: torch.Tensor, mode: str = "multiclass", threshold: float = 0.5) -> torch.Tensor:
+    """Turn model logits into class indices.
+    把模型输出的 logits 转为类别索引
+
+    Args:
+        logits: ``(B, K, H, W)`` for ``"multiclass"`` (argmax over K), ``(B, 1, H, W)`` for ``"binary"``
+            (foreground where ``sigmoid(logit) > threshold``). Raw logits, not probabilities.
+            多分类取 argmax；二分类在 sigmoid 概率大于阈值处记为前景
+        mode: ``"multiclass"`` or ``"binary"``. 模式
+        threshold: binary probability threshold in ``(0, 1)``. 二分类概率阈值
+
+    Returns:
+        ``(B, H, W)`` int64 class indices.
+
+    Raises:
+        ConfigError: unknown mode, bad threshold, or a channel count that does not fit the mode.
+
+    >>> logits_to_labels(torch.tensor([[[[2.0, -1.0]]]]), mode="binary")
+    tensor([[[1, 0]]])
+    >>> logits_to_labels(torch.tensor([[[[0.1]], [[0.7]], [[0.2]]]]), mode="multiclass")
+    tensor([[[1]]])
+    """
+    if mode not in MODES:
+        raise ConfigError(f"Unknown mode {mode!r}; choose one of: {', '.join(MODES)}.")
+    if logits.ndim != 4:
+        raise DataError(f"logits must be (B, C, H, W), got {tuple(logits.shape)}.")
+    if mode == "binary":
+        if logits.shape[1] != 1:
+            raise ConfigError(f"mode='binary' expects 1 logit channel, got {logits.shape[1]}; use 'multiclass'.")
+        if not 0.0 < threshold < 1.0:
+            raise ConfigError(f"threshold must be in (0, 1), got {threshold!r}.")
+        return (torch.sigmoid(logits[:, 0].float()) > threshold).long()  # (B, H, W)
+    if logits.shape[1] < 2:
+        raise ConfigError("mode='multiclass' expects >= 2 logit channels, got 1; use mode='binary'.")
+    return logits.argmax(dim=1)                                        # (B, H, W)
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor, absent: torch.Tensor) -> list[float]:
+    """num / den per class with the empty-class rule (0/0 -> 1.0 if absent everywhere, else 0.0)."""
+    num, den = num.double(), den.double()
+    out = torch.where(den > 0, num / den.clamp_min(1), absent.double())
+    return [float(v) for v in out]
+
+
+class ConfusionMatrix:
+    """Accumulate a ``K × K`` int64 confusion matrix and turn it into segmentation metrics.
+    累加 K × K 的 int64 混淆矩阵并计算分割指标
+
+    ``matrix[t, p]`` counts pixels whose truth is class ``t`` and prediction class ``p`` (rows: truth, columns:
+    prediction). Pixels whose target is ``ignore_index`` or whose ``valid`` mask is False are skipped.
+    行为真值、列为预测；ignore_index 或 valid 为 False 的像素不计
+
+    Binary tasks use ``n_classes=2`` (background 0, foreground 1) even when the model has a single sigmoid output.
+    二分类任务使用 n_classes=2（背景 0、前景 1），即使模型只有一个 sigmoid 输出通道
+
+    Args:
+        n_classes: number of classes ``K >= 2``. 类别数
+        ignore_index: target value that is never counted. 忽略的标签值
+        device: where the matrix lives (default CPU; put it on the model's device to avoid copies).
+            矩阵所在设备
+
+    Raises:
+        ConfigError: ``n_classes < 2``.
+
+    >>> cm = ConfusionMatrix(2)
+    >>> cm.update(torch.tensor([[[1, 1, 0, 0]]]), torch.tensor([[[1, 0, 0, 255]]]))
+    >>> cm.matrix.tolist()
+    [[1, 1], [0, 1]]
+    >>> m = cm.compute()
+    >>> round(m["dice"], 4), round(m["pixel_accuracy"], 4)
+    (0.6667, 0.6667)
+    """
+
+    def __init__(self, n_classes: int, ignore_index: int = 255, device: torch.device | str | None = None) -> None:
+        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+            raise ConfigError(
+                f"ConfusionMatrix needs n_classes >= 2, got {n_classes!r}. A binary task has 2 classes "
+                f"(background and foreground) even with a 1-channel sigmoid model."
+            )
+        self.n_classes = n_classes
+        self.ignore_index = ignore_index
+        self.matrix = torch.zeros(n_classes, n_classes, dtype=torch.int64, device=device)
+
+    def reset(self) -> None:
+        """Set every count back to 0. 清零"""
+        self.matrix.zero_()
+
+    @torch.no_grad()
+    def update(self, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> None:
+        """Add a batch.
+        累加一个批量
+
+        Args:
+            pred: ``(B, H, W)`` int64 predicted class indices (see :func:`logits_to_labels`). 预测类别
+            target: ``(B, H, W)`` int64 true class indices or ``ignore_index``. 真实类别
+            valid: optional ``(B, H, W)`` bool; only True pixels are counted (e.g. DRIVE's field of view).
+                可选的有效像素掩码
+
+        Raises:
+            DataError: shapes differ, non-integer tensors, or labels outside ``0..K-1``.
+        """
+        if pred.shape != target.shape:
+            raise DataError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape.")
+        for name, t in (("pred", pred), ("target", target)):
+            if t.is_floating_point() or t.dtype == torch.bool:
+                raise DataError(f"{name} must hold integer class indices, got dtype {t.dtype}; "
+                                f"use logits_to_labels() for predictions and .long() for targets.")
+        device = self.matrix.device
+        pred, target = pred.to(device).long().flatten(), target.to(device).long().flatten()
+        keep = target != self.ignore_index
+        if valid is not None:
+            if valid.numel() != target.numel():
+                raise DataError(f"valid mask {tuple(valid.shape)} must match target's shape.")
+            keep &= valid.to(device).flatten().bool()
+        pred, target = pred[keep], target[keep]
+        k = self.n_classes
+        if target.numel() and (int(target.min()) < 0 or int(target.max()) >= k):
+            raise DataError(f"target holds labels outside 0..{k - 1} (and not ignore_index={self.ignore_index}); "
+                            f"check n_classes and mask_values.")
+        if pred.numel() and (int(pred.min()) < 0 or int(pred.max()) >= k):
+            raise DataError(f"pred holds labels outside 0..{k - 1}; was the model built with n_classes={k}?")
+        self.matrix += torch.bincount(target * k + pred, minlength=k * k).reshape(k, k)  # 行：真值，列：预测
+
+    def compute(self) -> dict[str, Any]:
+        """Metrics from the counts so far (plain Python floats and lists, JSON-safe).
+        由当前累计计算指标（均为 Python 数值，可直接存为 JSON）
+
+        Returns:
+            A dict with
+            ``dice``: the headline Dice, a float: the foreground Dice (class 1) when ``K == 2``, else ``mean_dice``;
+            ``dice_per_class``, ``iou``, ``precision``, ``recall``, ``f1``: lists with one value per class;
+            ``mean_dice``, ``mean_iou``: means over the foreground classes ``1..K-1``;
+            ``pixel_accuracy`` and ``pixel_error`` (``1 - accuracy``, the ISBI-2012 pixel error);
+            ``n_pixels`` counted and the ``confusion_matrix`` as a nested list.
+            dice 为主指标（二分类时为前景类 Dice，否则为前景平均 Dice）；其余为逐类列表、前景平均、像素准确率与像素误差
+        """
+        cm = self.matrix.detach().to("cpu", torch.float64)
+        k = self.n_classes
+        total = float(cm.sum())
+        if total == 0:
+            nan_list = [math.nan] * k
+            return {"dice": math.nan, "dice_per_class": nan_list, "iou": nan_list,
+                    "precision": nan_list, "recall": nan_list, "f1": nan_list, "mean_dice": math.nan,
+                    "mean_iou": math.nan, "pixel_accuracy": math.nan, "pixel_error": math.nan, "n_pixels": 0,
+                    "confusion_matrix": self.matrix.tolist()}
+        tp = cm.diag()
+        truth, predicted = cm.sum(1), cm.sum(0)              # 每类真值像素数、预测像素数
+        fp, fn = predicted - tp, truth - tp
+        absent = (truth == 0) & (predicted == 0)             # 真值与预测中都没有该类
+        dice = _ratio(2 * tp, 2 * tp + fp + fn, absent)
+        iou = _ratio(tp, tp + fp + fn, absent)
+        precision = _ratio(tp, tp + fp, absent)
+        recall = _ratio(tp, tp + fn, absent)
+        # F1 = 2PR/(P+R) 与 Dice 在像素计数上完全相同
+        f1 = [2 * p * r / (p + r) if p + r > 0 else (1.0 if a else 0.0)
+              for p, r, a in zip(precision, recall, absent.tolist())]
+        mean_dice = float(np.mean(dice[1:]))
+        mean_iou = float(np.mean(iou[1:]))
+        accuracy = float(tp.sum()) / total
+        return {
+            "dice": dice[1] if k == 2 else mean_dice,
+            "dice_per_class": dice,
+            "iou": iou,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "mean_dice": mean_dice,
+            "mean_iou": mean_iou,
+            "pixel_accuracy": accuracy,
+            "pixel_error": 1.0 - accuracy,
+            "n_pixels": int(total),
+            "confusion_matrix": self.matrix.tolist(),
+        }
+
+    def __repr__(self) -> str:
+        return f"ConfusionMatrix(n_classes={self.n_classes}, ignore_index={self.ignore_index}, " \
+               f"pixels={int(self.matrix.sum())})"
+
+
+def roc_auc(probs: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray,
+            valid: torch.Tensor | np.ndarray | None = None, ignore_index: int = 255) -> float:
+    """Binary ROC AUC by ranks (the Mann–Whitney U statistic), with ties counted as one half.
+    基于秩的二分类 ROC AUC（Mann–Whitney U 统计量），并列按 1/2 计
+
+    AUC is the probability that a random foreground pixel gets a higher score than a random background pixel.
+    Ranking all scores once gives it exactly in ``O(n log n)``: ``AUC = (R₊ - n₊(n₊+1)/2) / (n₊ n₋)`` where
+    ``R₊`` is the sum of the (tie-averaged) ranks of the positives. DRIVE papers report it inside the field of view.
+    AUC 是随机前景像素得分高于随机背景像素的概率；按秩一次排序即可精确计算；DRIVE 论文在视野内报告该值
+
+    Args:
+        probs: foreground scores of any shape (probabilities or logits: only the order matters). 前景得分
+        target: same shape, ``{0, 1}`` or ``ignore_index``. 真值
+        valid: optional bool mask of the same shape (e.g. the DRIVE FOV). 可选的有效像素掩码
+        ignore_index: target value left out. 忽略的标签值
+
+    Returns:
+        The AUC as a float, or NaN when only one class is present among the scored pixels.
+
+    Raises:
+        DataError: shapes differ or target values other than 0, 1 and ``ignore_index``.
+
+    >>> roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
+    0.75
+    """
+    def to_numpy(a: Any) -> np.ndarray:
+        if isinstance(a, torch.Tensor):
+            a = a.detach().float().cpu() if a.is_floating_point() else a.detach().cpu()
+            return a.numpy()
+        return np.asarray(a)
+
+    scores, truth = to_numpy(probs).astype(np.float64).ravel(), to_numpy(target).ravel()
+    if scores.shape != truth.shape:
+        raise DataError(f"probs ({scores.size} values) and target ({truth.size} values) must have the same shape.")
+    keep = truth != ignore_index
+    if valid is not None:
+        mask = to_numpy(valid).astype(bool).ravel()
+        if mask.shape != truth.shape:
+            raise DataError("valid mask must have the same shape as target.")
+        keep &= mask
+    scores, truth = scores[keep], truth[keep]
+    if not np.isin(truth, (0, 1)).all():
+        raise DataError(f"roc_auc needs a binary target in {{0, 1}}, found values {np.unique(truth)[:8].tolist()}.")
+    positive = truth == 1
+    n_pos = int(positive.sum())
+    n_neg = int(positive.size - n_pos)
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    # 并列得分取平均秩：同值组的秩为 start + (count + 1) / 2
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    starts = np.cumsum(counts) - counts
+    ranks = (starts + (counts + 1) / 2.0)[inverse.ravel()]
+    rank_sum = float(ranks[positive].sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)

@@ -1,0 +1,38 @@
+"""The U-Net model: named parts, the network, and tools to look inside it.
+U-Net 模型：组成模块、网络本身，以及查看其内部的工具
+
+- :mod:`.parts`: ``DoubleConv``, ``Down``, ``Up``, ``OutConv``, ``PadToMultiple``
+- :mod:`.unet`: ``UNet`` and ``build_model(config)``
+- :mod:`.describe`: ``describe`` (shape trace), ``count_parameters`` and the convolution size formulas
+"""
+
+from __future__ import annotations
+
+from .describe import (
+    ShapeRow,
+    ShapeTrace,
+    conv_output_size,
+    count_parameters,
+    describe,
+    transposed_conv_output_size,
+)
+from .parts import DoubleConv, Down, OutConv, PadToMultiple, Up
+from .unet import CONFIG_KEYS, UNet, build_model, frozen_batchnorm_stats
+
+__all__ = [
+    "CONFIG_KEYS",
+    "DoubleConv",
+    "Down",
+    "OutConv",
+    "PadToMultiple",
+    "ShapeRow",
+    "ShapeTrace",
+    "UNet",
+    "Up",
+    "build_model",
+    "conv_output_size",
+    "count_parameters",
+    "describe",
+    "frozen_batchnorm_stats",
+    "transposed_conv_output_size",
+]
