@@ -31,8 +31,11 @@ install: $(STAMP)
 course: $(STAMP)
 	$(BIN)/python -m unet_course course
 
+# Unit tests, then nbval over the five notebooks (stored outputs compared after notebooks/sanitize.cfg).
+# 先运行单元测试，再用 nbval 比较五个 notebook 的输出
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg \
+		--ignore-glob='*/runs/*' $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
 	$(BIN)/python -m unet_course.notebook_tools execute notebooks/*.ipynb
