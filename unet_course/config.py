@@ -69,7 +69,7 @@ class TrainConfig:
     plateau_factor: float = 0.5           # LR multiplier on a plateau
     warmup_epochs: int = 0                # poly / cosine warm-up
     grad_clip: float | None = 1.0         # max grad norm; None disables clipping 梯度裁剪
-    amp: str = "auto"                     # auto | off | fp16 | bf16  (auto: fp16+scaler on CUDA, bf16 on CPU)
+    amp: str = "auto"                     # auto | off | fp16 | bf16 (auto: fp16+scaler on CUDA; bf16 on CPU only with native bf16, else fp32)
     # --- run 运行 ---
     device: str = "auto"                  # auto | cpu | cuda | cuda:N | mps
     seed: int = 0
