@@ -7,8 +7,9 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from unet_course.env import REPO_ROOT
 
