@@ -34,7 +34,8 @@ course: $(STAMP)
 # Unit tests, then nbval over the five notebooks (stored outputs compared after notebooks/sanitize.cfg).
 # 先运行单元测试，再用 nbval 比较五个 notebook 的输出
 test: $(STAMP)
-	$(BIN)/python -m pytest tests notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg \
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	env -u WANDB_MODE $(BIN)/python -m pytest notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg \
 		--ignore-glob='*/runs/*' $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
