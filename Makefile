@@ -35,7 +35,7 @@ course: $(STAMP)
 # 先运行单元测试，再用 nbval 比较五个 notebook 的输出
 test: $(STAMP)
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
-	env -u WANDB_MODE $(BIN)/python -m pytest notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg \
+	env -u WANDB_MODE -u MPLBACKEND $(BIN)/python -m pytest notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg \
 		--ignore-glob='*/runs/*' $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
