@@ -43,3 +43,23 @@ def drive_root(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def isbi_root(shared_data: Path) -> Path:
     return _require(shared_data / "isbi2012", "ISBI-2012")
+
+
+def write_carvana_fixture(root: Path, n: int = 6) -> Path:
+    """A tiny data set in Kaggle's Carvana layout: ``train/<id>.jpg`` + ``train_masks/<id>_mask.gif`` (0/1).
+    Kaggle Carvana 目录结构的小型数据集
+    """
+    import numpy as np
+    from PIL import Image
+
+    (root / "train").mkdir(parents=True)
+    (root / "train_masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        img = rng.integers(0, 80, (48, 64, 3), dtype=np.uint8)
+        mask = np.zeros((48, 64), np.uint8)
+        mask[10:30, 12 + i : 50] = 1
+        img[mask == 1] = (210, 170, 50)
+        Image.fromarray(img).save(root / "train" / f"car_{i:02d}.jpg", quality=95)
+        Image.fromarray(mask).save(root / "train_masks" / f"car_{i:02d}_mask.gif")
+    return root

@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from conftest import write_carvana_fixture
 
 from unet_course import cli
 from unet_course.checkpoint import load_model
@@ -54,16 +53,6 @@ def test_isbi_recipe_smoke(isbi_root: Path, tmp_path: Path):
 
 
 def test_carvana_recipe_smoke_on_fixture(tmp_path: Path):
-    root = tmp_path / "carvana"
-    (root / "train").mkdir(parents=True)
-    (root / "train_masks").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        img = rng.integers(0, 80, (48, 64, 3), dtype=np.uint8)
-        mask = np.zeros((48, 64), np.uint8)
-        mask[10:30, 12 + i : 50] = 1
-        img[mask == 1] = (210, 170, 50)
-        Image.fromarray(img).save(root / "train" / f"car_{i:02d}.jpg", quality=95)
-        Image.fromarray(mask).save(root / "train_masks" / f"car_{i:02d}_mask.gif")
+    root = write_carvana_fixture(tmp_path / "carvana")
     run = _train("carvana", root, tmp_path / "out", "--crop-size", "16")
     assert run["meta"]["mask_values"] == [0, 1]

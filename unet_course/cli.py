@@ -339,7 +339,8 @@ def run_course(args: argparse.Namespace) -> int:
         except json.JSONDecodeError:
             parameters[key] = value
     os.environ.setdefault("UNET_COURSE_QUIET", "1")
-    runs = run_notebooks(out_dir=args.out_dir, parameters=parameters, notebooks=args.notebooks)
+    runs = run_notebooks(out_dir=args.out_dir, parameters=parameters, notebooks=args.notebooks,
+                         notebook_dir=args.notebook_dir)
     print(format_summary(runs))
     print(f"Executed notebooks are in {Path(runs[0].output).parent}" if runs else "No notebook ran.")
     return 0 if all(r.ok for r in runs) else 1
@@ -431,7 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--parameter", action="append", metavar="KEY=VALUE",
                    help="papermill parameter for every notebook, e.g. -p dataset=drive (JSON values allowed)")
     p.add_argument("--notebooks", nargs="+", metavar="NAME", help="only these notebooks (e.g. 01 04_training_loop)")
-    p.add_argument("--out-dir", help="run folder (default runs/course-<YYYYmmdd-HHMMSS>)")
+    p.add_argument("--out-dir", help="run folder, also the notebooks' working directory "
+                                     "(default runs/course-<YYYYmmdd-HHMMSS>; on Kaggle under /kaggle/working)")
+    p.add_argument("--notebook-dir", help="folder holding 0N_*.ipynb (default: the checkout's notebooks/)")
     p.set_defaults(func=run_course)
     return parser
 

@@ -79,32 +79,40 @@ def run_course(
     parameters: dict[str, Any] | None = None,
     notebooks: list[str] | None = None,
     kernel_name: str = "python3",
+    notebook_dir: str | os.PathLike | None = None,
 ) -> list[NotebookRun]:
     """Execute the course notebooks with papermill into a fresh run folder.
     用 papermill 把课程 notebook 执行到新的运行目录
 
+    Each notebook runs with the run folder as its working directory, so every file it writes (checkpoints,
+    figures, wandb runs) lands below ``out_dir``; the source folder may be read-only (``/kaggle/input``).
+    每个 notebook 以运行目录为工作目录，所写文件都在 out_dir 之下；源目录可以只读（如 Kaggle 输入目录）
+
     Args:
-        out_dir: run folder; default ``runs/course-<YYYYmmdd-HHMMSS>``.
+        out_dir: run folder; default ``runs/course-<YYYYmmdd-HHMMSS>`` (on Kaggle under ``/kaggle/working``).
         parameters: papermill parameters given to every notebook (each notebook ignores the ones it lacks).
         notebooks: names or stems to run (default: all five).
         kernel_name: Jupyter kernel to use.
+        notebook_dir: folder holding ``0N_*.ipynb``; default the checkout's ``notebooks/``.
 
     Returns:
         One :class:`NotebookRun` per notebook, with time and the metrics it recorded.
     """
     import papermill as pm
 
-    from .env import ensure_writable_dir
+    from .env import default_out_dir, ensure_writable_dir
 
-    run_dir = ensure_writable_dir(out_dir or Path("runs") / time.strftime("course-%Y%m%d-%H%M%S"))
+    run_dir = ensure_writable_dir(out_dir or default_out_dir(time.strftime("course-%Y%m%d-%H%M%S"))).resolve()
     results_file = run_dir / "results.jsonl"
     results_file.write_text("")
-    paths = course_notebooks()
+    source = Path(notebook_dir) if notebook_dir is not None else NOTEBOOK_DIR
+    paths = course_notebooks(source)
     if notebooks:
         wanted = set(notebooks)
         paths = [p for p in paths if p.stem in wanted or p.name in wanted or p.stem[:2] in wanted]
         if not paths:
-            raise ConfigError(f"No notebook matches {sorted(wanted)}; known: {[p.stem for p in course_notebooks()]}.")
+            known = [p.stem for p in course_notebooks(source)]
+            raise ConfigError(f"No notebook matches {sorted(wanted)}; known: {known}.")
     old_env = os.environ.get(RESULTS_ENV)
     os.environ[RESULTS_ENV] = str(results_file.resolve())
     runs: list[NotebookRun] = []
@@ -116,7 +124,7 @@ def run_course(
             try:
                 pm.execute_notebook(
                     str(nb), str(target), parameters=dict(parameters or {}), kernel_name=kernel_name,
-                    cwd=str(nb.parent), progress_bar=False, log_output=False,
+                    cwd=str(run_dir), progress_bar=False, log_output=False,
                 )
                 ok = True
             except Exception as exc:  # papermill re-raises the cell error; keep going, report at the end

@@ -1,0 +1,94 @@
+"""The Kaggle launcher and the course runner behind it.
+Kaggle 启动器及其背后的课程运行器
+
+``kaggle/unet_course_kaggle.ipynb`` is run here as Kaggle would run it, with papermill parameters, except that the
+repository and the data sit in temporary folders and the package is already installed (``install=False``).
+以 Kaggle 的方式用 papermill 参数运行启动器；仓库与数据放在临时目录，包已安装
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import write_carvana_fixture
+
+from unet_course.env import REPO_ROOT
+from unet_course.errors import ConfigError
+from unet_course.notebook_tools import run_course
+
+LAUNCHER = REPO_ROOT / "kaggle" / "unet_course_kaggle.ipynb"
+
+
+def _tiny_course(folder: Path) -> Path:
+    """A one-notebook course that writes a relative file and records a metric. 只有一个 notebook 的小课程"""
+    folder.mkdir(parents=True)
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('value = 1')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        'from pathlib import Path\n'
+        'from unet_course.notebook_tools import record_result\n'
+        'Path("runs").mkdir(exist_ok=True)\n'
+        'Path("runs/out.txt").write_text(str(value))\n'
+        'record_result("01_tiny", value=value)')]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, folder / "01_tiny.ipynb")
+    return folder
+
+
+@pytest.mark.slow
+def test_run_course_writes_into_the_run_folder_and_not_the_source(tmp_path: Path):
+    source = _tiny_course(tmp_path / "src")
+    source.chmod(stat.S_IRUSR | stat.S_IXUSR)               # read-only like /kaggle/input 只读源目录
+    try:
+        runs = run_course(out_dir=tmp_path / "run", parameters={"value": 7}, notebook_dir=source)
+    finally:
+        source.chmod(stat.S_IRWXU)
+    assert [r.ok for r in runs] == [True], runs
+    assert runs[0].metrics == {"value": 7}                   # the injected parameter reached the notebook
+    assert (tmp_path / "run" / "runs" / "out.txt").read_text() == "7"
+    assert sorted(p.name for p in source.iterdir()) == ["01_tiny.ipynb"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary[0]["name"] == "01_tiny" and summary[0]["ok"] is True
+
+
+def test_run_course_names_the_known_notebooks_when_none_match(tmp_path: Path):
+    source = _tiny_course(tmp_path / "src")
+    with pytest.raises(ConfigError, match="01_tiny"):
+        run_course(out_dir=tmp_path / "run", notebooks=["09"], notebook_dir=source)
+
+
+def test_launcher_has_a_parameters_cell_and_no_outputs():
+    nb = nbformat.read(LAUNCHER, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    for name in ("repo_dir", "work_dir", "dataset", "data_dir", "notebooks", "parameters", "wandb_mode", "install"):
+        assert f"{name} =" in tagged[0].source
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+@pytest.mark.slow
+def test_launcher_runs_notebook_01_on_a_carvana_layout(tmp_path: Path):
+    pm = pytest.importorskip("papermill")
+    data = write_carvana_fixture(tmp_path / "carvana-image-masking-challenge")
+    work = tmp_path / "working"
+    params = {"repo_dir": str(REPO_ROOT), "work_dir": str(work), "dataset": "carvana", "data_dir": str(data),
+              "notebooks": "01", "install": False,
+              "parameters": json.dumps({"crop_size": 32, "batch_size": 2, "n_augment": 2, "worker_counts": [0]})}
+    env_before = dict(os.environ)
+    pm.execute_notebook(str(LAUNCHER), str(tmp_path / "launcher.ipynb"), parameters=params, cwd=str(tmp_path),
+                        kernel_name="python3", progress_bar=False)
+    assert dict(os.environ) == env_before
+    summary = json.loads((work / "course" / "summary.json").read_text())
+    assert [(r["name"], r["ok"]) for r in summary] == [("01_preprocessing", True)]
+    executed = json.loads((work / "course" / "01_preprocessing.ipynb").read_text())
+    text = "".join("".join(o.get("text", "")) for c in executed["cells"] if c["cell_type"] == "code"
+                   for o in c.get("outputs", []))
+    assert "data set        : carvana" in text              # the launcher's dataset reached notebook 01
+    assert (work / "unet-course" / "unet_course" / "__init__.py").exists()   # the repository copy
+    assert not (work / "unet-course" / ".venv").exists()
