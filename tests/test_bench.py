@@ -77,6 +77,7 @@ def test_default_mode_follows_the_cpu(monkeypatch):
     assert default_mode("cpu") == "bf16+cl"                       # AVX-512-BF16 / AMX
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
     assert default_mode("cpu") == "fp32"                          # 仅 AVX2：fp32、NCHW 更快
+    monkeypatch.setattr(precision.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(precision.torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert default_mode("cuda") == "fp16+cl"
 

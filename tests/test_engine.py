@@ -69,6 +69,7 @@ def test_fit_writes_outputs(tmp_path):
     report = json.loads((out / "metrics.json").read_text())
     assert report["hardware"]["device"] == "cpu" and report["hardware"]["cpu_count"] >= 1
     assert report["hardware"]["torch_threads"] == 1
+    assert isinstance(report["hardware"]["cpu"]["native_bf16"], bool) and report["hardware"]["cpu"]["model"]
     assert report["data"]["mask_values"] == [0, 255]
     assert report["best"]["val_dice"] == history.best_metric and report["wall_time_s"] > 0
     assert report["final"]["val_metrics"]["pixel_accuracy"] >= 0

@@ -48,12 +48,25 @@ def test_cpu_policies(monkeypatch):
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
     assert amp_policy(cpu, "auto") == AmpPolicy("cpu", False, torch.float32, False)
     assert not precision.prefer_channels_last(cpu)
+    assert not precision.prefer_channels_last(cpu, amp_policy(cpu, "auto"))
     assert amp_policy("cpu", "bf16") == AmpPolicy("cpu", True, torch.bfloat16, False)
+    # bf16 计算时 oneDNN 的 NHWC 卷积更快，即使没有原生 bf16
+    assert precision.prefer_channels_last(cpu, amp_policy(cpu, "bf16"))
     assert amp_policy(cpu, "off") == AmpPolicy("cpu", False, torch.float32, False)
     with pytest.raises(ConfigError, match="fp16"):
         amp_policy(cpu, "fp16")                                   # CPU 上明确拒绝 fp16
     with pytest.raises(ConfigError, match="Unknown amp"):
         amp_policy(cpu, "half")
+
+
+def test_cuda_bf16_without_a_gpu_says_cuda_is_missing(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        amp_policy("cuda", "bf16")                                  # 不是“GPU 不支持 bf16”
+    # the policy for auto/fp16 is a description and needs no GPU (notebook 03 prints it on CPU machines)
+    # auto/fp16 的策略只是描述，不需要 GPU
+    assert amp_policy("cuda", "auto") == AmpPolicy("cuda", True, torch.float16, True)
+    assert amp_policy("cuda", "off").enabled is False
 
 
 def test_mps_policies(monkeypatch):

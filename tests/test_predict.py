@@ -423,6 +423,41 @@ def test_cli_writes_masks_named_like_the_inputs(tmp_path: Path, rgb_checkpoint: 
     assert np.asarray(Image.open(out / "b_overlay.png")).shape == (30, 21, 3)
 
 
+def test_cli_fov_dir_sets_pixels_outside_the_fov_to_background(tmp_path: Path, rgb_checkpoint: Path) -> None:
+    # DRIVE naming: images/01_test.tif + mask/01_test_mask.gif DRIVE 的命名方式
+    (tmp_path / "images").mkdir()
+    (tmp_path / "mask").mkdir()
+    img, _ = toy_sample(37, 45, seed=3)
+    tifffile.imwrite(tmp_path / "images" / "01_test.tif", img)
+    fov = np.zeros((37, 45), np.uint8)
+    fov[5:30, 8:40] = 255
+    Image.fromarray(fov).save(tmp_path / "mask" / "01_test_mask.gif")
+    args = ("-m", str(rgb_checkpoint), "--input-dir", str(tmp_path / "images"), "--tile", "32")
+    assert cli(*args, "-o", str(tmp_path / "plain")) == 0
+    assert cli(*args, "-o", str(tmp_path / "fov"), "--fov-dir", str(tmp_path / "mask")) == 0
+    plain = np.asarray(Image.open(tmp_path / "plain" / "01_test.png"))
+    masked = np.asarray(Image.open(tmp_path / "fov" / "01_test.png"))
+    inside = fov > 0
+    assert (masked[~inside] == 0).all()                                 # 视野外为背景
+    assert np.array_equal(masked[inside], plain[inside])                 # 视野内不变
+    assert (plain[~inside] == 255).any()                                 # the toy model does mark pixels there
+
+
+def test_cli_fov_dir_errors_name_the_image_and_the_fix(tmp_path: Path, rgb_checkpoint: Path) -> None:
+    img, _ = toy_sample(20, 24)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    (tmp_path / "fov").mkdir()
+    with pytest.raises(DataError, match=r"a\.png.*a_mask"):
+        cli("-m", str(rgb_checkpoint), "-i", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"),
+            "--fov-dir", str(tmp_path / "fov"))
+    Image.fromarray(np.full((10, 10), 255, np.uint8)).save(tmp_path / "fov" / "a_mask.png")
+    with pytest.raises(DataError, match="10x10 but the image is 24x20"):
+        cli("-m", str(rgb_checkpoint), "-i", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"),
+            "--fov-dir", str(tmp_path / "fov"))
+    with pytest.raises(DataError, match="not a folder"):
+        cli("-m", str(rgb_checkpoint), "-i", str(tmp_path / "a.png"), "--fov-dir", str(tmp_path / "nope"))
+
+
 def test_cli_multipage_tiff_gives_a_multipage_mask(tmp_path: Path, gray_checkpoint: Path) -> None:
     stack = np.stack([toy_sample(40, 36, seed=s, channels=1)[0][..., 0] for s in range(3)])   # (3, 40, 36)
     tifffile.imwrite(tmp_path / "test-volume.tif", stack, photometric="minisblack")   # 3 页灰度

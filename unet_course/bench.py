@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import resource
 import statistics
@@ -46,7 +45,7 @@ from typing import Any
 import torch
 
 from .config import TrainConfig
-from .env import pick_device
+from .env import cpu_info, pick_device
 from .errors import ConfigError
 from .losses import SegmentationLoss
 from .model import UNet, count_parameters
@@ -191,26 +190,6 @@ def count_flops(base_channels: int, depth: int, image_size: int, in_channels: in
 # the benchmark 基准测试
 
 
-def _cpu_info() -> dict[str, Any]:
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "model": name,
-        "logical_cores": os.cpu_count(),
-        "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch_threads": torch.get_num_threads(),
-        "capability": torch.backends.cpu.get_cpu_capability(),
-        "mkldnn_enabled": bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled),
-        "native_bf16": cpu_has_fast_bf16(),
-    }
-
-
 def _time_phase(fn, warmup: int, steps: int, device: torch.device) -> list[float]:
     for _ in range(warmup):
         fn()
@@ -347,11 +326,11 @@ def run_benchmark(base_channels: int = 64, depth: int = 4, image_size: int = 256
     report: dict[str, Any] = {
         "config": cfg,
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_info()["model"],
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_info()["model"],
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": _cpu_info(),
+        "cpu": cpu_info(),
         "params": count_parameters(UNet(in_channels, n_classes, base_channels, depth, bilinear)),
         "gflop_per_image": {k: round(v, 3) for k, v in flops.items()},
         "default_mode": default_mode(dev),

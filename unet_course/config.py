@@ -21,6 +21,7 @@ SCHEDULERS = ("plateau", "cosine", "poly", "none")
 AMP_MODES = ("auto", "off", "fp16", "bf16")
 LOSS_MODES = ("multiclass", "binary")
 WANDB_MODES = ("disabled", "offline", "online")
+ENHANCEMENTS = ("none", "green-clahe", "gray-clahe")
 
 
 @dataclass
@@ -36,6 +37,7 @@ class TrainConfig:
     data_dir: str | None = None           # dataset folder; None -> <data root>/<dataset default>
     scale: float = 1.0                    # resize factor applied before cropping 裁剪前的缩放比例
     crop_size: int | None = None          # random training crop (pixels); None -> whole image 训练随机裁剪大小
+    enhance: str = "none"                 # contrast enhancement: none | green-clahe | gray-clahe 对比度增强
     image_size: int = 64                  # synthetic images are image_size x image_size 合成图像尺寸
     train_samples: int = 128              # synthetic: samples per epoch 合成数据每轮样本数
     val_samples: int = 64                 # synthetic: validation samples 合成验证样本数
@@ -50,7 +52,7 @@ class TrainConfig:
     depth: int = 3                        # number of down-sampling steps (4 in the paper) 下采样次数
     bilinear: bool = False                # bilinear up-sampling instead of transposed conv
     gradient_checkpointing: bool = False  # trade compute for memory 以计算换内存
-    channels_last: bool = True            # NHWC memory format (faster on CPU and tensor cores)
+    channels_last: bool | None = None     # NHWC memory format; None -> auto (CUDA, or CPU with bf16)
     # --- loss 损失 ---
     mode: str = "multiclass"              # multiclass (softmax + CE) | binary (sigmoid + BCE, 1 output channel)
     ce_weight: float = 1.0                # weight of CE/BCE in the combined loss
@@ -102,6 +104,7 @@ class TrainConfig:
         choice("amp", AMP_MODES)
         choice("mode", LOSS_MODES)
         choice("wandb_mode", WANDB_MODES)
+        choice("enhance", ENHANCEMENTS)
         positive = ["epochs", "batch_size", "base_channels", "depth", "image_size", "train_samples", "val_samples"]
         for name in positive:
             if int(getattr(self, name)) < 1:

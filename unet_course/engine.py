@@ -54,6 +54,7 @@ from .checkpoint import (
 )
 from .config import OPTIMIZERS, SCHEDULERS, TrainConfig
 from .env import (
+    cpu_info,
     default_out_dir,
     ensure_writable_dir,
     in_notebook,
@@ -639,6 +640,7 @@ def hardware_info(device: torch.device, world_size: int = 1) -> dict[str, Any]:
         "torch": torch.__version__,
         "cuda_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "platform": sys.platform,
+        "cpu": cpu_info(),
     }
     return info
 
@@ -659,7 +661,8 @@ def _summary_block(cfg: TrainConfig, info: Any, model: nn.Module, device: torch.
     lines = [
         "Starting training:",
         f"    Dataset:      {cfg.dataset} ({getattr(info, 'n_train', '?')} train, {getattr(info, 'n_val', '?')} val, "
-        f"{info.n_classes} classes, mask_values {list(info.mask_values)}, {info.in_channels} input channel(s))",
+        f"{info.n_classes} classes, mask_values {list(info.mask_values)}, {info.in_channels} input channel(s)"
+        + (f", enhance {info.enhance})" if getattr(info, "enhance", "none") != "none" else ")"),
         f"    Model:        UNet base {mc.get('base_channels', '?')}, depth {mc.get('depth', '?')}, "
         f"{'bilinear' if mc.get('bilinear') else 'transposed-conv'} up-sampling, {n_params / 1e6:.2f} M parameters",
         f"    Loss:         {cfg.mode} (CE x{cfg.ce_weight} + Dice x{cfg.dice_weight})",
@@ -744,7 +747,7 @@ def _fit(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo, tr
          val_loader: DataLoader | None, info: Any, model: nn.Module | None, loss_fn: nn.Module | None,
          callbacks: list[Any]) -> History:
     from .losses import SegmentationLoss
-    from .precision import amp_policy, make_scaler
+    from .precision import amp_policy, make_scaler, prefer_channels_last
 
     t_start = time.perf_counter()
     main = dinfo.is_main
@@ -797,6 +800,9 @@ def _fit(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo, tr
                 f"saved with model_config {ckpt.get('model_config')}; use the same base_channels/depth/bilinear."
             ) from None
 
+    policy = amp_policy(device, cfg.amp)
+    if cfg.channels_last is None:                      # 自动：只在 NHWC 更快的设备与精度上使用
+        cfg = cfg.replace(channels_last=prefer_channels_last(device, policy))
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format)
     if loss_fn is None:
@@ -806,7 +812,6 @@ def _fit(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo, tr
         loss_fn = loss_fn.to(device)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
-    policy = amp_policy(device, cfg.amp)
     scaler = make_scaler(policy)
 
     history = History(out_dir=str(out_dir))
@@ -967,7 +972,7 @@ def _checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, schedu
         "normalization": {"mean": [float(m) for m in info.mean], "std": [float(s) for s in info.std]},
         "preprocess": {"scale": float(cfg.scale), "in_channels": in_channels, "mode": cfg.mode,
                        "threshold": float(cfg.threshold), "n_classes": n_classes,
-                       "ignore_index": int(cfg.ignore_index)},
+                       "ignore_index": int(cfg.ignore_index), "enhance": getattr(info, "enhance", "none")},
         "train_config": cfg.to_dict(),
         "versions": {"unet_course": str(__version__), "torch": str(torch.__version__)},
         "epoch": epoch,

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import random
 import sys
 from pathlib import Path
@@ -161,3 +162,31 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
             f"Output folder {str(p)!r} is not writable ({exc.strerror or exc}). Choose another --out-dir.{hint}"
         ) from None
     return p
+
+
+def cpu_info() -> dict:
+    """Facts about this CPU for benchmarks and ``metrics.json``: model, cores, threads, SIMD level, native bf16.
+    本机 CPU 信息：型号、核心数、线程数、指令集级别、是否原生支持 bf16
+
+    >>> sorted(cpu_info())[:3]
+    ['affinity_cores', 'capability', 'logical_cores']
+    """
+    from .precision import cpu_has_fast_bf16
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:                                     # no /proc (macOS, Windows)
+        pass
+    return {
+        "model": name,
+        "logical_cores": os.cpu_count(),
+        "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_threads": torch.get_num_threads(),
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "mkldnn_enabled": bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled),
+        "native_bf16": cpu_has_fast_bf16(),
+    }

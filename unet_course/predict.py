@@ -513,11 +513,12 @@ def predict_image(
     amp: Any = "auto",
     resize_back: bool = True,
     name: str | None = None,
+    enhance: str = "none",
 ) -> Prediction:
     """Predict one raw image with the training preprocessing, at the image's own size.
     用训练时的预处理预测一张原始图像，输出与输入同尺寸
 
-    Steps: uint8 ``(H, W, C)`` -> ``preprocess_image`` (resize by ``scale``, normalise) -> ``(1, C, h, w)`` ->
+    Steps: uint8 ``(H, W, C)`` -> contrast ``enhance`` (if any) -> ``preprocess_image`` (resize by ``scale``, normalise) -> ``(1, C, h, w)`` ->
     whole-image or sliding-window logits -> probabilities (flip TTA averages them) -> bilinear resize of the
     probabilities back to ``(H, W)`` -> threshold / arg-max -> mask values.
     步骤：预处理 -> 整图或滑动窗口推理 -> 概率（TTA 取平均）-> 双线性插值回原尺寸 -> 阈值/取最大 -> 掩码取值
@@ -542,6 +543,8 @@ def predict_image(
             keeps the network's size ``(h, w)``, which shows why the step is needed when ``scale != 1``.
             是否插值回原尺寸；False 时保留网络尺寸，便于演示尺寸不一致的问题
         name: how to call the image in error messages. 错误消息中的图像名称
+        enhance: the training's contrast enhancement (``meta["preprocess"]["enhance"]``, see
+            :mod:`unet_course.data.enhance`), applied to the full image first. 训练时的对比度增强
 
     Returns:
         :class:`Prediction` with ``probs`` ``(K, H, W)``, ``labels`` ``(H, W)``, ``mask`` ``(H, W)``.
@@ -562,6 +565,10 @@ def predict_image(
     label = name or (str(image) if isinstance(image, (str, os.PathLike)) else "image")
     img = load_image(image, name=label)                   # (H, W, C) uint8
     height, width = img.shape[:2]
+    if enhance != "none":
+        from .data.enhance import enhance_image
+
+        img = enhance_image(img, enhance, label)          # (H, W, 1) CLAHE 等对比度增强
     img = match_model_channels(img, _expected_channels(model), label)
     if not (0.0 < float(scale) <= 4.0):
         raise ConfigError(f"scale must be in (0, 4], got {scale!r}.")
@@ -625,6 +632,7 @@ def settings_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
         "mode": pre.get("mode") or "multiclass",
         "threshold": 0.5 if threshold is None else float(threshold),
         "mask_values": list(meta["mask_values"]),
+        "enhance": pre.get("enhance") or "none",
     }
 
 
@@ -899,6 +907,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--tta", action="store_true", help="average the four flips (test-time augmentation)")
     parser.add_argument("--threshold", type=float, default=None, help="foreground threshold (default: checkpoint's)")
     parser.add_argument("--scale", type=float, default=None, help="resize factor (default: checkpoint's)")
+    parser.add_argument("--fov-dir", metavar="DIR", default=None,
+                        help="field-of-view masks (<name>_mask.*, e.g. DRIVE's test/mask): pixels outside the FOV "
+                             "are set to the background value")
     parser.add_argument("--viz", action="store_true", help="also write <name>_overlay.png")
     parser.add_argument("--save-probs", action="store_true", help="also write <name>_prob.npy (float16, K x H x W)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
@@ -952,6 +963,42 @@ def _read_stack(path: Path) -> np.ndarray:
         raise DataError(f"Cannot read the TIFF stack {str(path)!r}: {exc}.") from None
 
 
+def find_fov_mask(folder: Path, image: Path) -> Path:
+    """The field-of-view mask of ``image`` in ``folder``: ``<stem>_mask.*`` (DRIVE's naming) or ``<stem>.*``.
+    在 folder 中查找 image 的视野掩码：<stem>_mask.* 或 <stem>.*
+
+    Raises:
+        DataError: the folder is missing, or holds no mask for this image (the message names both and the
+            names that were tried).
+    """
+    if not folder.is_dir():
+        raise DataError(f"--fov-dir {str(folder)!r} is not a folder; pass the folder of FOV masks "
+                        "(for DRIVE: DRIVE/test/mask).")
+    for stem in (f"{image.stem}_mask", image.stem):
+        for candidate in sorted(folder.glob(f"{stem}.*")):
+            if candidate.suffix.lower() in IMAGE_SUFFIXES:
+                return candidate
+    raise DataError(f"No field-of-view mask for {image.name} in {str(folder)!r} (looked for {image.stem}_mask.* "
+                    f"and {image.stem}.*). Name the masks like the images, or leave out --fov-dir.")
+
+
+def apply_fov(mask: np.ndarray, fov_path: Path, background: int) -> np.ndarray:
+    """Set ``mask`` to ``background`` wherever the FOV mask at ``fov_path`` is 0. 视野之外设为背景值
+
+    Raises:
+        DataError: the FOV mask's size differs from the prediction's.
+    """
+    from .data.io import read_mask
+
+    fov = read_mask(fov_path) > 0                                   # (H, W) bool
+    if fov.shape != mask.shape:
+        raise DataError(f"The FOV mask {str(fov_path)!r} is {fov.shape[1]}x{fov.shape[0]} but the image is "
+                        f"{mask.shape[1]}x{mask.shape[0]}; use the FOV masks that belong to these images.")
+    out = mask.copy()
+    out[~fov] = background
+    return out
+
+
 def _write_png(path: Path, mask: np.ndarray) -> None:
     from PIL import Image
 
@@ -979,6 +1026,8 @@ def run_cli(args: argparse.Namespace) -> int:
             f"Checkpoint {str(checkpoint)!r} does not exist. Pass the best.pt/last.pt written by `unet-course train`."
         )
     inputs = _collect_inputs(getattr(args, "input", None), getattr(args, "input_dir", None))
+    fov_dir = Path(args.fov_dir).expanduser() if getattr(args, "fov_dir", None) else None
+    fov_paths = {path: find_fov_mask(fov_dir, path) for path in inputs} if fov_dir else {}   # 先全部检查再预测
     out_dir = ensure_writable_dir(args.output if args.output else default_out_dir("predict"))
     device = pick_device(getattr(args, "device", "auto"))
     model, meta = load_model(checkpoint, device=device)
@@ -988,6 +1037,8 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.threshold is not None:
         settings["threshold"] = float(args.threshold)
     expected = (meta.get("preprocess") or {}).get("in_channels") or _expected_channels(model)
+    if settings.get("enhance", "none") != "none":
+        expected = None          # the enhancement makes the channels; predict_image checks after it 增强后再检查通道
     options = dict(tile=args.tile, overlap=args.overlap, tile_batch=args.tile_batch, blend=args.blend,
                    tta=args.tta, device=device, amp=getattr(args, "amp", "auto"))
 
@@ -1018,7 +1069,10 @@ def run_cli(args: argparse.Namespace) -> int:
             image = load_image(path)
             pred = one(image, str(path))
             target = out_dir / f"{path.stem}.png"
-            _write_png(target, pred.mask)
+            mask = pred.mask
+            if path in fov_paths:
+                mask = apply_fov(mask, fov_paths[path], int(settings["mask_values"][0]))   # 视野外为背景
+            _write_png(target, mask)
             if args.viz:
                 _write_png(out_dir / f"{path.stem}_overlay.png", _overlay_array(image, pred.labels))
             if getattr(args, "save_probs", False):
@@ -1053,6 +1107,8 @@ __all__ = [
     "compare_resize_vs_sliding",
     "configure_parser",
     "run_cli",
+    "find_fov_mask",
+    "apply_fov",
     "TTA_FLIPS",
     "BLEND_MODES",
 ]

@@ -120,10 +120,42 @@ class SegmentationDataset(Dataset):
         self.scale = float(scale)
         self.crop_size = crop_size
         self.train = bool(train)
-        self.transform = transform if transform is not None else SegmentationTransform(
-            train=train, crop_size=crop_size, scale=scale, mean=self.mean, std=self.std, augment=augment,
-            ignore_index=self.ignore_index,
+        self.augment = bool(augment)
+        self.enhance = "none"
+        self._enhanced: dict[int, np.ndarray] = {}
+        self._custom_transform = transform is not None
+        self.transform = transform if transform is not None else self._default_transform()
+
+    def _default_transform(self) -> SegmentationTransform:
+        return SegmentationTransform(
+            train=self.train, crop_size=self.crop_size, scale=self.scale, mean=self.mean, std=self.std,
+            augment=self.augment, ignore_index=self.ignore_index,
         )
+
+    def set_enhance(self, method: str, mean: Sequence[float] | None = None,
+                    std: Sequence[float] | None = None) -> SegmentationDataset:
+        """Switch on a contrast enhancement (:mod:`unet_course.data.enhance`) for every sample; returns ``self``.
+        为所有样本启用对比度增强（返回自身）
+
+        The image then has :func:`~unet_course.data.enhance.enhanced_channels` channels (1 for CLAHE) and is
+        normalised with ``mean``/``std`` (default :data:`~unet_course.data.enhance.ENHANCED_MEAN` / ``_STD``).
+        Each enhanced image is computed once and cached.
+        启用后通道数变为增强后的通道数（CLAHE 为 1），并使用新的归一化参数；增强结果按图缓存
+        """
+        from .enhance import ENHANCED_MEAN, ENHANCED_STD, check_method, enhanced_channels
+
+        self.enhance = check_method(method)
+        self._enhanced = {}
+        if self.enhance != "none":
+            self.in_channels = enhanced_channels(self.enhance, self.in_channels)
+            self.mean = tuple(float(m) for m in (ENHANCED_MEAN if mean is None else mean))
+            self.std = tuple(float(s) for s in (ENHANCED_STD if std is None else std))
+            if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+                raise ConfigError(f"mean {self.mean} / std {self.std} must have {self.in_channels} entry per channel "
+                                  f"after enhance={self.enhance!r}.")
+            if not self._custom_transform:
+                self.transform = self._default_transform()
+        return self
 
     # ------------------------------------------------------------------
     @property
@@ -153,6 +185,16 @@ class SegmentationDataset(Dataset):
         """Raw mask values of sample ``index`` (``None`` without labels). 仅返回原始掩码"""
         return self.raw(index)[1]
 
+    def _enhance(self, index: int, image: np.ndarray, name: str) -> np.ndarray:
+        """The image after :attr:`enhance` (computed once per index, then cached). 增强后的图像（按索引缓存）"""
+        if self.enhance == "none":
+            return image
+        if index not in self._enhanced:
+            from .enhance import enhance_image
+
+            self._enhanced[index] = enhance_image(image, self.enhance, name)
+        return self._enhanced[index]
+
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         """``(image uint8 (H, W, in_channels), target int64 (H, W) or None)``: class indices, ``ignore_index``
         outside the valid region. 返回通道对齐后的图像和类别索引目标
@@ -160,7 +202,7 @@ class SegmentationDataset(Dataset):
         index = self._check_index(index)
         image, mask, valid = self.raw(index)
         name = self.names[index] if index < len(self.names) else str(index)
-        image = match_channels(image, self.in_channels, name)
+        image = match_channels(self._enhance(index, image, name), self.in_channels, name)
         if mask is None:
             return image, None
         target = values_to_indices(mask, self.mask_values, name)  # (H, W) int64
@@ -183,5 +225,5 @@ class SegmentationDataset(Dataset):
             "dataset": type(self).__name__, "n_items": len(self), "in_channels": self.in_channels,
             "n_classes": self.n_classes, "mask_values": list(self.mask_values), "class_names": list(self.class_names),
             "mean": list(self.mean), "std": list(self.std), "ignore_index": self.ignore_index,
-            "has_labels": self.has_labels,
+            "has_labels": self.has_labels, "enhance": self.enhance,
         }

@@ -310,7 +310,7 @@ class FolderPairs(SegmentationDataset):
         index = self._check_index(index)
         image, mask, _ = self.raw(index)
         label = self.images_src.label(self.pairs[index][1])
-        image = match_channels(image, self.in_channels, label)
+        image = match_channels(self._enhance(index, image, label), self.in_channels, label)
         return image, values_to_indices(mask, self.mask_values, self.masks_src.label(self.pairs[index][2]))
 
     def __repr__(self) -> str:

@@ -158,6 +158,7 @@ class DataInfo:
         ignore_index: target value never scored. 忽略值
         n_train, n_val: items per split. 各划分样本数
         dataset: the registry name. 数据集名称
+        enhance: contrast enhancement applied before normalisation (:mod:`unet_course.data.enhance`). 对比度增强
     """
 
     in_channels: int
@@ -171,6 +172,7 @@ class DataInfo:
     n_val: int
     dataset: str
     extra: dict = field(default_factory=dict)
+    enhance: str = "none"
 
     def to_dict(self) -> dict:
         """Plain types only (JSON / checkpoint safe). 仅含基本类型"""
@@ -235,7 +237,7 @@ def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLo
     根据 TrainConfig 构建训练与验证数据加载器
 
     Honours ``dataset, data_dir, scale, crop_size, image_size, train_samples, val_samples, val_fraction,
-    samples_per_epoch, augment, num_workers, batch_size, seed, ignore_index, in_channels``. The training loader
+    samples_per_epoch, augment, num_workers, batch_size, seed, ignore_index, in_channels, enhance``. The training loader
     shuffles with its own ``torch.Generator`` seeded by ``cfg.seed``; the caller can reseed it per epoch through
     ``train_loader.generator.manual_seed(...)`` for exact resumption (with ``samples_per_epoch`` the same
     generator drives the ``RandomSampler``, ``train_loader.sampler.generator``). ``samples_per_epoch`` (real data
@@ -270,6 +272,10 @@ def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLo
         train_ds = build_dataset(key, root=cfg.data_dir, split="train", augment=cfg.augment,
                                  crop_size=cfg.crop_size, **common)
         val_ds = build_dataset(key, root=cfg.data_dir, split="val", **common)
+    enhance = getattr(cfg, "enhance", "none")
+    if enhance != "none":                                   # 对比度增强：训练与验证使用同一方法
+        train_ds.set_enhance(enhance)
+        val_ds.set_enhance(enhance)
     generator = torch.Generator()
     generator.manual_seed(int(cfg.seed))
     epoch_size, sampler = len(train_ds), None
@@ -300,5 +306,6 @@ def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLo
         in_channels=train_ds.in_channels, n_classes=train_ds.n_classes, mask_values=list(train_ds.mask_values),
         class_names=list(train_ds.class_names), mean=list(train_ds.mean), std=list(train_ds.std),
         ignore_index=train_ds.ignore_index, n_train=len(train_ds), n_val=len(val_ds), dataset=key,
+        enhance=train_ds.enhance,
     )
     return train_loader, val_loader, info

@@ -284,6 +284,13 @@ class SyntheticSegmentation(SegmentationDataset):
         index = self._check_index(index)
         return render_sample(self._rng(index), self.image_size, self.task, self.in_channels)
 
+    def set_enhance(self, method: str, mean=None, std=None) -> SyntheticSegmentation:
+        """Synthetic images are drawn with full contrast: only ``"none"`` is accepted. 合成数据不做增强"""
+        if method != "none":
+            raise ConfigError(f"enhance={method!r} is meant for real photographs (DRIVE, folders); the synthetic "
+                              "images are drawn with full contrast. Use enhance='none' with synthetic data.")
+        return self
+
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         image, labels = self.load(index)
         values = np.asarray(self.mask_values, dtype=np.uint8)[labels]  # 类别索引 -> 原始取值
