@@ -80,12 +80,19 @@ def test_synthetic_data_refuse_enhancement():
         ds.set_enhance("gray-clahe")
 
 
-def test_enhancement_travels_through_the_checkpoint_into_prediction(tmp_path: Path):
+def _train_enhanced(tmp_path: Path) -> Path:
+    """Train a tiny green-clahe model on a Carvana-layout fixture into ``tmp_path/run``; returns the data root.
+    在 Carvana 结构的小数据上训练一个使用 green-clahe 的微型模型
+    """
     root = write_carvana_fixture(tmp_path / "carvana")
-    cfg = TrainConfig(dataset="carvana", data_dir=str(root), enhance="green-clahe", crop_size=32, epochs=1,
-                      batch_size=2, base_channels=4, depth=2, amp="off", progress="none", num_workers=0,
-                      out_dir=str(tmp_path / "run"))
-    fit(cfg)
+    fit(TrainConfig(dataset="carvana", data_dir=str(root), enhance="green-clahe", crop_size=32, epochs=1,
+                    batch_size=2, base_channels=4, depth=2, amp="off", progress="none", num_workers=0,
+                    out_dir=str(tmp_path / "run")))
+    return root
+
+
+def test_enhancement_travels_through_the_checkpoint_into_prediction(tmp_path: Path):
+    root = _train_enhanced(tmp_path)
     model, meta = load_model(tmp_path / "run" / "last.pt")
     assert meta["preprocess"]["enhance"] == "green-clahe"
     assert model.config["in_channels"] == 1
@@ -109,11 +116,7 @@ def test_predict_cli_applies_the_enhancement_to_rgb_inputs(tmp_path: Path):
 
     from unet_course import cli
 
-    root = write_carvana_fixture(tmp_path / "carvana")
-    cfg = TrainConfig(dataset="carvana", data_dir=str(root), enhance="green-clahe", crop_size=32, epochs=1,
-                      batch_size=2, base_channels=4, depth=2, amp="off", progress="none", num_workers=0,
-                      out_dir=str(tmp_path / "run"))
-    fit(cfg)
+    root = _train_enhanced(tmp_path)
     image_path = root / "train" / "car_01.jpg"
     code = cli.main(["predict", "-m", str(tmp_path / "run" / "last.pt"), "-i", str(image_path),
                      "-o", str(tmp_path / "pred"), "--tile", "32"])
