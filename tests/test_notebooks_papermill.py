@@ -30,12 +30,12 @@ def _outputs(nb: dict) -> str:
 
 
 def test_preprocessing_notebook_runs_on_drive_with_injected_parameters(drive_root: Path, tmp_path: Path):
-    pm = pytest.importorskip("papermill")
+    from unet_course.notebook_tools import execute_headless
+
     out = tmp_path / "01_drive.ipynb"
     params = {"dataset": "drive", "data_dir": str(drive_root), "crop_size": 64, "batch_size": 2,
               "train_samples": 8, "val_samples": 4, "n_augment": 3, "worker_counts": [0]}
-    pm.execute_notebook(str(REPO_ROOT / "notebooks" / "01_preprocessing.ipynb"), str(out), parameters=params,
-                        cwd=str(tmp_path), kernel_name="python3", progress_bar=False)
+    execute_headless(REPO_ROOT / "notebooks" / "01_preprocessing.ipynb", out, parameters=params, cwd=tmp_path)
     nb = json.loads(out.read_text())
     injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
     assert injected and "drive" in "".join(injected[0]["source"])

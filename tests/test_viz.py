@@ -121,6 +121,19 @@ def test_plot_history_from_dict_and_object() -> None:
         viz.plot_history({"note": "empty"})
 
 
+def test_explore_headless_draws_without_widgets(monkeypatch) -> None:
+    # papermill / `unet-course course` runs set HEADLESS_ENV: same attributes, no ipywidgets objects
+    # 无界面运行：接口相同，但不创建 ipywidgets 控件
+    monkeypatch.setenv(viz.HEADLESS_ENV, "1")
+    samples = [(_image(), _binary_mask()), (_image(16, 20), _binary_mask(16, 20))]
+    box = viz.explore(samples)
+    assert isinstance(box, viz.StaticExplorer) and "2 samples" in repr(box)
+    assert box.sample_slider.max == 1 and box.threshold_slider.disabled
+    assert box.last_figure is not None and len(box.last_figure.axes) == 2     # 图像与真值
+    fig = box.render(1, 0.5)
+    assert fig is box.last_figure and len(fig.axes) == 2
+
+
 def test_explore_returns_a_widget_and_redraws_on_slider_change() -> None:
     samples = [(_image(), _binary_mask()), (_image(16, 20), _binary_mask(16, 20))]
     calls: list[int] = []

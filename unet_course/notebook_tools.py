@@ -23,6 +23,8 @@ from .env import REPO_ROOT
 from .errors import ConfigError
 
 RESULTS_ENV = "UNET_COURSE_RESULTS"
+#: Longest a single cell may run in a headless execution before it fails (seconds). 单元格最长运行时间
+CELL_TIMEOUT_S = 1800
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
 # Metadata keys that change on every run and would make diffs and nbval noisy.
@@ -74,6 +76,38 @@ class NotebookRun:
     error: str = ""
 
 
+def execute_headless(notebook: str | Path, output: str | Path, parameters: dict[str, Any] | None = None,
+                     kernel_name: str = "python3", cwd: str | Path | None = None) -> Any:
+    """Run one notebook with papermill, without a frontend: the way the course, CI and Kaggle run them.
+    用 papermill 在无界面环境下执行一个 notebook（课程、CI 与 Kaggle 均如此运行）
+
+    The kernel gets :data:`unet_course.viz.HEADLESS_ENV`, so :func:`unet_course.viz.explore` draws a plain figure
+    instead of widgets (papermill's client can hang on widget output capture), and a cell that runs longer than
+    :data:`CELL_TIMEOUT_S` fails instead of blocking forever.
+    内核会收到 HEADLESS_ENV，explore 不创建控件；单元格超时即失败，不会无限等待
+
+    Returns:
+        The executed notebook (papermill's return value). Raises what papermill raises on a failing cell.
+    """
+    import papermill as pm
+
+    from .viz import HEADLESS_ENV
+
+    old = os.environ.get(HEADLESS_ENV)
+    os.environ[HEADLESS_ENV] = "1"                      # 内核进程继承当前环境变量
+    try:
+        return pm.execute_notebook(
+            str(notebook), str(output), parameters=dict(parameters or {}), kernel_name=kernel_name,
+            cwd=None if cwd is None else str(cwd), progress_bar=False, log_output=False,
+            execution_timeout=CELL_TIMEOUT_S,
+        )
+    finally:
+        if old is None:
+            os.environ.pop(HEADLESS_ENV, None)
+        else:
+            os.environ[HEADLESS_ENV] = old
+
+
 def run_course(
     out_dir: str | os.PathLike | None = None,
     parameters: dict[str, Any] | None = None,
@@ -98,8 +132,6 @@ def run_course(
     Returns:
         One :class:`NotebookRun` per notebook, with time and the metrics it recorded.
     """
-    import papermill as pm
-
     from .env import default_out_dir, ensure_writable_dir
 
     run_dir = ensure_writable_dir(out_dir or default_out_dir(time.strftime("course-%Y%m%d-%H%M%S"))).resolve()
@@ -122,10 +154,7 @@ def run_course(
             start = time.perf_counter()
             error = ""
             try:
-                pm.execute_notebook(
-                    str(nb), str(target), parameters=dict(parameters or {}), kernel_name=kernel_name,
-                    cwd=str(run_dir), progress_bar=False, log_output=False,
-                )
+                execute_headless(nb, target, parameters=parameters, kernel_name=kernel_name, cwd=run_dir)
                 ok = True
             except Exception as exc:  # papermill re-raises the cell error; keep going, report at the end
                 ok = False

@@ -16,7 +16,9 @@ Two habits make masks readable:
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -455,6 +457,24 @@ def _sample(source: Any, i: int) -> tuple[np.ndarray, Any, Any, str]:
     return item, None, None, f"#{i}"
 
 
+#: Set (to any value) by :func:`unet_course.notebook_tools.run_course` for headless notebook runs.
+#: 无界面运行 notebook 时设置的环境变量
+HEADLESS_ENV = "UNET_COURSE_HEADLESS"
+
+
+class StaticExplorer:
+    """What :func:`explore` returns in a headless run: the same ``render``/``redraw``/slider attributes, no widgets.
+    无界面运行时 explore 的返回值：接口相同，但没有控件
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = int(n)
+
+    def __repr__(self) -> str:
+        return (f"StaticExplorer({self.n} samples; headless run, the sliders need a live Jupyter kernel: "
+                "open the notebook in JupyterLab to explore)")
+
+
 def explore(
     source: Any,
     predictor: Callable[[np.ndarray], Any] | None = None,
@@ -481,18 +501,27 @@ def explore(
         sample directly (used by tests) and returns the Figure; ``box.last_figure`` holds the latest one.
         返回 VBox；box.render(i, threshold) 可直接绘制并返回 Figure
     """
-    import ipywidgets as widgets
-
     n = len(source)
     if n == 0:
         raise ValueError("explore: the source holds no samples.")
     values = mask_values if mask_values is not None else getattr(source, "mask_values", None)
     cache: dict[int, np.ndarray] = {}
-    sample = widgets.IntSlider(value=0, min=0, max=n - 1, description="sample", continuous_update=False)
-    thresh = widgets.FloatSlider(value=threshold, min=0.01, max=0.99, step=0.01, description="threshold",
-                                 continuous_update=False, disabled=predictor is None)
-    out = widgets.Output()
-    box = widgets.VBox([widgets.HBox([sample, thresh]), out])
+    if os.environ.get(HEADLESS_ENV):
+        # headless run (papermill, `unet-course course`): nobody can move a slider, and nbclient can hang on
+        # widget output capture (jupyter/nbclient#312), so draw the first sample as a plain figure instead
+        # 无界面运行时不创建控件（nbclient 在捕获控件输出时可能卡住），直接绘制第一个样本
+        sample = SimpleNamespace(value=0, min=0, max=n - 1)
+        thresh = SimpleNamespace(value=threshold, min=0.01, max=0.99, disabled=predictor is None)
+        out = None
+        box: Any = StaticExplorer(n)
+    else:
+        import ipywidgets as widgets
+
+        sample = widgets.IntSlider(value=0, min=0, max=n - 1, description="sample", continuous_update=False)
+        thresh = widgets.FloatSlider(value=threshold, min=0.01, max=0.99, step=0.01, description="threshold",
+                                     continuous_update=False, disabled=predictor is None)
+        out = widgets.Output()
+        box = widgets.VBox([widgets.HBox([sample, thresh]), out])
 
     def probs_of(i: int, image: np.ndarray) -> np.ndarray:
         if i not in cache:
@@ -514,19 +543,26 @@ def explore(
         box.last_figure = fig
         return fig
 
+    def show(fig: Any) -> None:
+        try:
+            from IPython.display import display
+
+            display(fig)
+        except ImportError:   # 没有 IPython 时只保留 Figure 对象
+            pass
+
     def redraw(_change: Any = None) -> None:
         fig = render(sample.value, thresh.value)
+        if out is None:
+            show(fig)
+            return
         with out:
             out.clear_output(wait=True)
-            try:
-                from IPython.display import display
+            show(fig)
 
-                display(fig)
-            except ImportError:   # 没有 IPython 时只保留 Figure 对象
-                pass
-
-    sample.observe(redraw, names="value")
-    thresh.observe(redraw, names="value")
+    if out is not None:
+        sample.observe(redraw, names="value")
+        thresh.observe(redraw, names="value")
     box.render = render
     box.redraw = redraw
     box.sample_slider = sample
@@ -537,6 +573,8 @@ def explore(
 
 
 __all__ = [
+    "HEADLESS_ENV",
+    "StaticExplorer",
     "PALETTE",
     "to_numpy",
     "display_image",
