@@ -124,7 +124,7 @@ def test_plot_history_from_dict_and_object() -> None:
 def test_explore_headless_draws_without_widgets(monkeypatch) -> None:
     # papermill / `unet-course course` runs set HEADLESS_ENV: same attributes, no ipywidgets objects
     # 无界面运行：接口相同，但不创建 ipywidgets 控件
-    monkeypatch.setenv(viz.HEADLESS_ENV, "1")
+    monkeypatch.setenv("UNET_COURSE_HEADLESS", "1")
     samples = [(_image(), _binary_mask()), (_image(16, 20), _binary_mask(16, 20))]
     box = viz.explore(samples)
     assert isinstance(box, viz.StaticExplorer) and "2 samples" in repr(box)

@@ -10,7 +10,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .config import TrainConfig  # noqa: E402,F401
-from .errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, UNetCourseError  # noqa: E402,F401
+from .errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, OutputError, UNetCourseError  # noqa: E402,F401
 
 __all__ = [
     "__version__",

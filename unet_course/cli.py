@@ -62,6 +62,7 @@ from .config import (  # noqa: E402
     TrainConfig,
 )
 from .errors import ConfigError, UNetCourseError  # noqa: E402
+from .files import to_plain  # noqa: E402
 
 logger = logging.getLogger("unet_course")
 
@@ -316,9 +317,7 @@ def _dataset_kwargs(name: str, split: str, train_cfg: dict[str, Any]) -> dict[st
 
 
 def _json_safe(value: Any) -> Any:
-    from .engine import _plain
-
-    return _plain(value)
+    return to_plain(value)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

@@ -56,13 +56,13 @@ from .config import OPTIMIZERS, SCHEDULERS, TrainConfig
 from .env import (
     cpu_info,
     default_out_dir,
-    ensure_writable_dir,
     in_notebook,
     is_interactive,
     pick_device,
     seed_everything,
 )
 from .errors import CheckpointError, ConfigError, NonFiniteLossError
+from .files import ensure_writable_dir
 from .tracking import Tracker
 
 logger = logging.getLogger("unet_course")

@@ -143,25 +143,27 @@ def in_notebook() -> bool:
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
-def ensure_writable_dir(path: str | os.PathLike) -> Path:
-    """Create ``path`` if needed and check that we can write there.
-    创建目录（如需要）并检查可写
+#: Set to "1" by headless notebook runs (papermill, ``unet-course course``): widgets draw static figures instead.
+#: 无界面运行时设为 "1"：控件改为静态图
+HEADLESS_ENV = "UNET_COURSE_HEADLESS"
 
-    Raises:
-        ConfigError: the folder cannot be created or is read-only (on Kaggle, write under /kaggle/working).
+
+def is_headless() -> bool:
+    """True inside a headless notebook run (:data:`HEADLESS_ENV` set). 是否处于无界面运行"""
+    return bool(os.environ.get(HEADLESS_ENV))
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU runs bf16 convolutions natively (AVX-512-BF16 or AMX, through oneDNN).
+    本机 CPU 是否原生支持 bf16 卷积（AVX-512-BF16 或 AMX）
+
+    On CPUs without it (AVX2-only machines, most laptops before 2020) bf16 autocast is *slower* than fp32.
+    不支持时 bf16 自动混合精度反而比 fp32 慢
     """
-    p = Path(path).expanduser()
-    hint = " On Kaggle, write under /kaggle/working." if str(p).startswith("/kaggle/input") else ""
     try:
-        p.mkdir(parents=True, exist_ok=True)
-        probe = p / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(
-            f"Output folder {str(p)!r} is not writable ({exc.strerror or exc}). Choose another --out-dir.{hint}"
-        ) from None
-    return p
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # 旧版本或未编译 oneDNN
+        return False
 
 
 def cpu_info() -> dict:
@@ -171,8 +173,6 @@ def cpu_info() -> dict:
     >>> sorted(cpu_info())[:3]
     ['affinity_cores', 'capability', 'logical_cores']
     """
-    from .precision import cpu_has_fast_bf16
-
     name = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

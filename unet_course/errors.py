@@ -32,6 +32,12 @@ class CheckpointError(UNetCourseError, RuntimeError):
     """
 
 
+class OutputError(UNetCourseError, OSError):
+    """An output could not be written: full disk, read-only folder, a name that would overwrite an input.
+    输出无法写入：磁盘已满、目录只读，或会覆盖输入文件
+    """
+
+
 class NonFiniteLossError(UNetCourseError, FloatingPointError):
     """Training produced a NaN/Inf loss; the message says at which step and what to try.
     训练中出现 NaN/Inf 损失；消息给出步数和建议

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .env import REPO_ROOT
+from .env import HEADLESS_ENV, REPO_ROOT, default_out_dir
 from .errors import ConfigError
+from .files import ensure_writable_dir
 
 RESULTS_ENV = "UNET_COURSE_RESULTS"
 #: Longest a single cell may run in a headless execution before it fails (seconds). 单元格最长运行时间
@@ -81,7 +82,7 @@ def execute_headless(notebook: str | Path, output: str | Path, parameters: dict[
     """Run one notebook with papermill, without a frontend: the way the course, CI and Kaggle run them.
     用 papermill 在无界面环境下执行一个 notebook（课程、CI 与 Kaggle 均如此运行）
 
-    The kernel gets :data:`unet_course.viz.HEADLESS_ENV`, so :func:`unet_course.viz.explore` draws a plain figure
+    The kernel gets :data:`unet_course.env.HEADLESS_ENV`, so :func:`unet_course.viz.explore` draws a plain figure
     instead of widgets (papermill's client can hang on widget output capture), and a cell that runs longer than
     :data:`CELL_TIMEOUT_S` fails instead of blocking forever.
     内核会收到 HEADLESS_ENV，explore 不创建控件；单元格超时即失败，不会无限等待
@@ -91,7 +92,6 @@ def execute_headless(notebook: str | Path, output: str | Path, parameters: dict[
     """
     import papermill as pm
 
-    from .viz import HEADLESS_ENV
 
     old = os.environ.get(HEADLESS_ENV)
     os.environ[HEADLESS_ENV] = "1"                      # 内核进程继承当前环境变量
@@ -132,7 +132,6 @@ def run_course(
     Returns:
         One :class:`NotebookRun` per notebook, with time and the metrics it recorded.
     """
-    from .env import default_out_dir, ensure_writable_dir
 
     run_dir = ensure_writable_dir(out_dir or default_out_dir(time.strftime("course-%Y%m%d-%H%M%S"))).resolve()
     results_file = run_dir / "results.jsonl"

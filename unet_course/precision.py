@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .env import cpu_has_fast_bf16
 from .errors import ConfigError
 
 AMP_MODES = ("auto", "off", "fp16", "bf16")
@@ -59,19 +60,6 @@ class AmpPolicy:
             return "fp32"
         label = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, str(self.dtype))
         return label + ("+scaler" if self.use_scaler else "")
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU runs bf16 convolutions natively (AVX-512-BF16 or AMX, through oneDNN).
-    本机 CPU 是否原生支持 bf16 卷积（AVX-512-BF16 或 AMX）
-
-    On CPUs without it (AVX2-only machines, most laptops before 2020) bf16 autocast is *slower* than fp32.
-    不支持时 bf16 自动混合精度反而比 fp32 慢
-    """
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # 旧版本或未编译 oneDNN
-        return False
 
 
 def prefer_channels_last(device: torch.device | str, policy: AmpPolicy | None = None) -> bool:

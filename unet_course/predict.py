@@ -1018,7 +1018,8 @@ def run_cli(args: argparse.Namespace) -> int:
         0 on success. Errors are :class:`~unet_course.errors.UNetCourseError` subclasses, printed by the CLI.
     """
     from .checkpoint import load_model
-    from .env import default_out_dir, ensure_writable_dir, pick_device
+    from .env import default_out_dir, pick_device
+    from .files import ensure_writable_dir
 
     checkpoint = Path(args.model).expanduser()
     if not checkpoint.exists():

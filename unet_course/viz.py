@@ -16,12 +16,13 @@ Two habits make masks readable:
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+
+from .env import is_headless
 
 #: Fixed colours for class indices 0..K-1 (uint8 RGB); class 0 (background) is black. 类别索引的固定配色
 PALETTE = np.array(
@@ -459,7 +460,6 @@ def _sample(source: Any, i: int) -> tuple[np.ndarray, Any, Any, str]:
 
 #: Set (to any value) by :func:`unet_course.notebook_tools.run_course` for headless notebook runs.
 #: 无界面运行 notebook 时设置的环境变量
-HEADLESS_ENV = "UNET_COURSE_HEADLESS"
 
 
 class StaticExplorer:
@@ -506,7 +506,7 @@ def explore(
         raise ValueError("explore: the source holds no samples.")
     values = mask_values if mask_values is not None else getattr(source, "mask_values", None)
     cache: dict[int, np.ndarray] = {}
-    if os.environ.get(HEADLESS_ENV):
+    if is_headless():
         # headless run (papermill, `unet-course course`): nobody can move a slider, and nbclient can hang on
         # widget output capture (jupyter/nbclient#312), so draw the first sample as a plain figure instead
         # 无界面运行时不创建控件（nbclient 在捕获控件输出时可能卡住），直接绘制第一个样本
@@ -573,7 +573,6 @@ def explore(
 
 
 __all__ = [
-    "HEADLESS_ENV",
     "StaticExplorer",
     "PALETTE",
     "to_numpy",
