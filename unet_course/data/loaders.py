@@ -278,6 +278,8 @@ class _CleanErrors:
         return len(self._it)
 
     def __getattr__(self, name: str):
+        if name == "_it":  # 未初始化（如复制时）：避免无限递归
+            raise AttributeError(name)
         return getattr(self._it, name)  # 其余属性交给 torch 的迭代器
 
     def __next__(self):
