@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,8 @@ import pytest
 from PIL import Image
 
 from unet_course.config import TrainConfig
-from unet_course.data import FolderPairs, build_dataset, build_loaders
+from unet_course.data import FolderPairs, SegmentationLoader, build_dataset, build_loaders, read_image
+from unet_course.data import folder as folder_module
 from unet_course.errors import ConfigError, DataError
 
 
@@ -34,6 +37,12 @@ def _pairs(root: Path, n: int = 3, size=(16, 20), rgb: bool = True) -> tuple[Pat
         (imgs / f"s{i}.png").write_bytes(_png(img))
         (masks / f"s{i}_mask.png").write_bytes(_png(mask))
     return imgs, masks
+
+
+def _snapshot(root: Path) -> dict[str, tuple[str, int]]:
+    """SHA-256 and mtime of every file under ``root``: proves that no input file was changed. 输入文件的指纹"""
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_missing_root_shows_expected_layout(tmp_path):
@@ -151,3 +160,99 @@ def test_batch_size_larger_than_training_set():
         build_loaders(cfg)
     msg = str(err.value)
     assert "batch_size=8" in msg and "5 items" in msg
+
+
+# --- issue #12 item 8: a huge (highly compressed) zip member is refused before it is read ---------------------
+def test_zip_member_over_the_size_cap_is_refused_before_reading(tmp_path, monkeypatch):
+    imgs, masks = _pairs(tmp_path / "data", n=2)
+    archive = tmp_path / "train.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(imgs.iterdir()):
+            zf.writestr(f"train/{p.name}", p.read_bytes())
+        zf.writestr("train/bomb.png", bytes(2 * 2**20))  # 2 MiB of zeros, a few KB compressed
+    (masks / "bomb_mask.png").write_bytes(_png(np.zeros((16, 20), np.uint8)))
+    assert archive.stat().st_size < 64 * 1024
+    monkeypatch.setattr(folder_module, "MAX_ZIP_MEMBER_BYTES", 2**20)  # a 1 MiB cap keeps the test fast
+    before = _snapshot(tmp_path)
+    with pytest.raises(DataError) as err:
+        FolderPairs(archive, masks, mask_values=[0, 255], mean=(0.5,) * 3, std=(0.2,) * 3)
+    msg = str(err.value)
+    assert "train.zip" in msg and "train/bomb.png" in msg and str(2 * 2**20) in msg and str(2**20) in msg
+    assert "cap" in msg and "MAX_ZIP_MEMBER_BYTES" in msg
+    # members under the cap are read as before
+    small = tmp_path / "small.zip"
+    with zipfile.ZipFile(small, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(imgs.iterdir()):
+            zf.writestr(f"train/{p.name}", p.read_bytes())
+    (masks / "bomb_mask.png").unlink()
+    before.pop("data/masks/bomb_mask.png")
+    assert FolderPairs(small, masks, mask_values=[0, 255])[1]["image"].shape == (3, 16, 20)
+    after = _snapshot(tmp_path)
+    after.pop("small.zip")
+    assert after == before
+
+
+# --- issue #12 item 9: one bit-depth rule for every 16-bit file --------------------------------------------------
+def test_16_bit_images_with_different_maxima_read_the_same_raw_value_alike(tmp_path):
+    imgs, masks = tmp_path / "images", tmp_path / "masks"
+    imgs.mkdir()
+    masks.mkdir()
+    low = np.full((16, 20), 200, np.uint16)                 # maximum 200 (<= 255)
+    high = low.copy()
+    high[0, 0] = 60000                                      # maximum 60000
+    for name, arr in (("low", low), ("high", high)):
+        (imgs / f"{name}.png").write_bytes(_png(arr))       # PIL writes uint16 as a 16-bit PNG
+        (masks / f"{name}_mask.png").write_bytes(_png(np.zeros((16, 20), np.uint8)))
+    before = _snapshot(tmp_path)
+    a, b = read_image(imgs / "low.png"), read_image(imgs / "high.png")
+    assert a.dtype == np.uint8 and a[5, 5, 0] == b[5, 5, 0] == round(200 / 257)  # value / 257, every file
+    assert b[0, 0, 0] == round(60000 / 257)
+    ds = FolderPairs(imgs, masks, mask_values=[0], ignore_index=255)
+    raw_low, raw_high = ds.raw(ds.names.index("low"))[0], ds.raw(ds.names.index("high"))[0]
+    assert raw_low[5, 5, 0] == raw_high[5, 5, 0]
+    assert _snapshot(tmp_path) == before
+
+
+# --- issue #12 item 10: an error in a DataLoader worker reads as in the main process -------------------------------
+def test_worker_error_message_equals_the_main_process_message(tmp_path):
+    imgs, masks = _pairs(tmp_path, n=2)
+    good = (imgs / "s1.png").read_bytes()
+    (imgs / "s1.png").write_bytes(good[: len(good) // 2])  # truncated: the header reads, the pixels do not
+    before = _snapshot(tmp_path)
+    ds = FolderPairs(imgs, masks, mask_values=[0, 255], mean=(0.5,) * 3, std=(0.2,) * 3)
+    messages = []
+    for workers in (0, 1):
+        loader = SegmentationLoader(ds, batch_size=1, num_workers=workers)
+        with pytest.raises(DataError) as err:
+            list(loader)
+        assert type(err.value) is DataError and err.value.__cause__ is None
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    assert "s1.png" in messages[1] and "Cannot decode" in messages[1]
+    assert "Traceback" not in messages[1] and "worker process" not in messages[1]
+    assert _snapshot(tmp_path) == before
+
+
+def test_build_loaders_returns_loaders_that_unwrap_worker_errors(tmp_path):
+    _pairs(tmp_path, n=4)
+    train, val, _ = build_loaders(TrainConfig(dataset="folder", data_dir=str(tmp_path), batch_size=1,
+                                              num_workers=0, val_fraction=0.25))
+    assert isinstance(train, SegmentationLoader) and isinstance(val, SegmentationLoader)
+
+
+# --- issue #12 item 12: a stray value in one mask is refused, not turned into a class ----------------------------
+def test_stray_mask_value_in_one_file_is_refused_naming_file_value_and_count(tmp_path):
+    imgs, masks = _pairs(tmp_path, n=4, size=(64, 64))
+    stray = np.zeros((64, 64), np.uint8)
+    stray[2:8, 3:9] = 255
+    stray[40:43, 40:43] = 7                                 # 9 pixels of value 7 among 0/255
+    (masks / "s2_mask.png").write_bytes(_png(stray))
+    before = _snapshot(tmp_path)
+    with pytest.raises(DataError) as err:
+        FolderPairs(imgs, masks)
+    msg = str(err.value)
+    assert "s2_mask.png" in msg and "value 7" in msg and "9 pixel(s)" in msg
+    assert "Clean the file" in msg and "mask_values=[0, 7, 255]" in msg
+    # the documented fix: an explicit list makes 7 a class on purpose
+    assert FolderPairs(imgs, masks, mask_values=[0, 7, 255]).n_classes == 3
+    assert _snapshot(tmp_path) == before

@@ -122,3 +122,37 @@ def test_inspect_masks_on_a_dataset_uses_its_mapping():
     assert report.n_files == 4
     assert report.mask_values == ds.mask_values == [0, 128, 255]
     assert set(report.values) <= {0, 128, 255}
+
+
+def _stray_set() -> list[np.ndarray]:
+    masks = [np.zeros((64, 64), np.uint8) for _ in range(3)]
+    for m in masks:
+        m[:20, :20] = 255
+    masks[1][50:53, 50:53] = 7  # 9 pixels of 7, in one mask only
+    return masks
+
+
+def test_discover_refuses_a_stray_value_and_inspect_warns_with_the_same_rule():
+    masks = _stray_set()
+    with pytest.raises(DataError) as err:
+        discover_mask_values(masks, names=["a.png", "b.png", "c.png"])
+    msg = str(err.value)
+    assert "value 7 on 9 pixel(s)" in msg and "'b.png'" in msg and "mask_values=[0, 7, 255]" in msg
+    assert discover_mask_values(masks, refuse_stray=False) == [0, 7, 255]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = inspect_masks(masks)
+    assert any("Stray mask value" in str(w.message) for w in caught)
+    assert any("value 7 on 9 pixel(s)" in w and "mask[1]" in w for w in report.warnings)
+
+
+def test_rare_values_that_are_not_stray():
+    big = [np.zeros((64, 64), np.uint8) for _ in range(3)]
+    big[0][0, :3] = 255  # the only foreground: 3 pixels in one file, but removing it would leave one class
+    assert discover_mask_values(big) == [0, 255]
+    # a value held by two files is a class, however rare
+    three = _stray_set()
+    three[2][60, 60] = 7
+    assert discover_mask_values(three) == [0, 7, 255]
+    # a single mask cannot show that a value is stray
+    assert discover_mask_values(_stray_set()[1:2]) == [0, 7, 255]

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
+from .enhance import ENHANCED_MEAN, ENHANCED_STD, check_method, enhance_image, enhanced_channels
 from .io import match_channels
 from .masks import values_to_indices
 from .transforms import SegmentationTransform
@@ -142,8 +143,6 @@ class SegmentationDataset(Dataset):
         Each enhanced image is computed once and cached.
         启用后通道数变为增强后的通道数（CLAHE 为 1），并使用新的归一化参数；增强结果按图缓存
         """
-        from .enhance import ENHANCED_MEAN, ENHANCED_STD, check_method, enhanced_channels
-
         self.enhance = check_method(method)
         self._enhanced = {}
         if self.enhance != "none":
@@ -190,8 +189,6 @@ class SegmentationDataset(Dataset):
         if self.enhance == "none":
             return image
         if index not in self._enhanced:
-            from .enhance import enhance_image
-
             self._enhanced[index] = enhance_image(image, self.enhance, name)
         return self._enhanced[index]
 

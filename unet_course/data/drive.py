@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..env import data_root
 from ..errors import ConfigError, DataError
 from .base import SegmentationDataset, select_split
-from .io import read_image, read_mask
+from .io import TIFF_EXTENSIONS, read_image, read_mask, resolve_channels
 
 #: Per-channel RGB mean/std in [0, 1] units over all pixels of the 20 DRIVE training images, computed once with
 #: ``compute_mean_std([read_image(p) for p in sorted(glob("DRIVE/training/images/*.tif"))])``.
@@ -69,7 +70,7 @@ def _load_part(folder: str, part: str, with_fov: bool) -> tuple:
     img_dir = base / "images"
     if not img_dir.is_dir():
         raise _missing_root(Path(folder), f"'{part}/images' folder")
-    paths = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in (".tif", ".tiff") and not p.name.startswith("."))
+    paths = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in TIFF_EXTENSIONS and not p.name.startswith("."))
     if not paths:
         raise DataError(f"No .tif images in {str(img_dir)!r}. Expected this layout:\n{DRIVE_LAYOUT}")
     manual_dir = base / "1st_manual"
@@ -134,8 +135,6 @@ class DRIVEDataset(SegmentationDataset):
                  mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
                  ignore_index: int = 255, transform=None) -> None:
         if root is None:
-            from ..env import data_root
-
             root = data_root() / "DRIVE"
         root = Path(root).expanduser()
         if not root.is_dir():
@@ -153,11 +152,7 @@ class DRIVEDataset(SegmentationDataset):
         self._images = [images[i] for i in chosen]
         self._manuals = None if manuals is None else [manuals[i] for i in chosen]
         self._fovs = None if fovs is None else [fovs[i] for i in chosen]
-        if in_channels not in (None, 3):
-            # 通过基类的通道检查给出统一的报错信息
-            from .io import match_channels
-
-            match_channels(self._images[0], in_channels, names[chosen[0]])
+        resolve_channels(self._images[0].shape[2], in_channels, names[chosen[0]])  # RGB：只接受 None 或 3
         super().__init__(
             mask_values=[0, 255], class_names=["background", "vessel"], in_channels=3,
             mean=DRIVE_MEAN if mean is None else mean, std=DRIVE_STD if std is None else std,

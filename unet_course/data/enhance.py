@@ -25,6 +25,7 @@ method          output                                      channels
 from __future__ import annotations
 
 import numpy as np
+from skimage.exposure import equalize_adapthist
 
 from ..config import ENHANCEMENTS
 from ..errors import ConfigError, DataError
@@ -93,8 +94,6 @@ def enhance_image(image: np.ndarray, method: str = "none", name: str = "<image>"
         channel = (rgb @ np.array([0.299, 0.587, 0.114], np.float32)).round().clip(0, 255).astype(np.uint8)
     else:
         channel = arr
-    from skimage.exposure import equalize_adapthist
-
     tile = max(8, min(TILE, *channel.shape))                              # 小图像用更小的分块
     out = equalize_adapthist(channel, kernel_size=tile, clip_limit=CLIP_LIMIT)  # float64 in [0, 1]
     return (out * 255.0).round().astype(np.uint8)[:, :, None]             # (H, W, 1)

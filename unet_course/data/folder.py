@@ -8,8 +8,11 @@ default ``mask_suffix="_mask"`` Carvana's ``train/00087a6bd4dc_01.jpg`` pairs wi
 
 Either side may be a ``.zip`` archive (Kaggle's ``train.zip`` / ``train_masks.zip``): members are read into
 memory and decoded from bytes, nothing is unzipped, and a top folder inside the archive (``train/``) is fine.
-This matters on Kaggle, where ``/kaggle/input`` is read-only.
-任一侧都可以是 zip 压缩包：直接从内存解码，不解压到磁盘（Kaggle 的输入目录只读）
+This matters on Kaggle, where ``/kaggle/input`` is read-only. A member larger than :data:`MAX_ZIP_MEMBER_BYTES`
+(256 MiB uncompressed) is refused before it is read, and at most that many bytes (+1) are ever read from one
+member, so a small archive holding a huge, highly compressed member (a "zip bomb") cannot exhaust memory.
+任一侧都可以是 zip 压缩包：直接从内存解码，不解压到磁盘（Kaggle 的输入目录只读）；
+单个成员解压后超过 MAX_ZIP_MEMBER_BYTES（256 MiB）时在读取前报错，且每个成员最多读取该上限 + 1 字节
 
 Mask values are discovered (sorted unique values over the masks, cached in memory per folder) unless
 ``mask_values`` is given; the result is exposed as ``dataset.mask_values`` so that checkpoints can store it.
@@ -26,18 +29,32 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from ..env import data_root
 from ..errors import ConfigError, DataError
 from .base import SegmentationDataset, select_split
-from .io import IMAGE_EXTENSIONS, image_size, is_image_file, match_channels, read_image, read_mask
+from .io import (
+    IMAGE_EXTENSIONS,
+    image_size,
+    is_image_file,
+    match_channels,
+    read_image,
+    read_mask,
+    resolve_channels,
+)
 from .masks import discover_mask_values, values_to_indices
 from .transforms import compute_mean_std
 
 # 内存缓存：均值/标准差按数据来源缓存，训练集与验证集共用
 _STATS_CACHE: dict[tuple, tuple[tuple[float, ...], tuple[float, ...]]] = {}
 
-FOLDER_LAYOUT = """\
+#: Largest uncompressed size of one zip member (one image or mask file): 256 MiB, far above any real image
+#: (a Carvana JPEG is about 0.1 MB, a 16-bit 8k x 8k TIFF 128 MiB). Checked against the member's declared size
+#: before reading, and enforced while reading. 单个 zip 成员解压后的最大字节数
+MAX_ZIP_MEMBER_BYTES = 256 * 2**20
+
+FOLDER_LAYOUT = f"""\
 <root>/
-  images/   case_001.png  case_002.jpg ...      (any of .jpg .jpeg .png .tif .tiff .gif .bmp)
+  images/   case_001.png  case_002.jpg ...      (any of {' '.join(IMAGE_EXTENSIONS)})
   masks/    case_001_mask.png  case_002_mask.gif ...   (stem + mask_suffix, any extension)"""
 
 CARVANA_LAYOUT = """\
@@ -100,10 +117,28 @@ class _ZipSource:
         return PurePosixPath(key).stem
 
     def read(self, key: str) -> bytes:
+        """The member's bytes, refusing members over :data:`MAX_ZIP_MEMBER_BYTES`. 读取成员字节（有大小上限）"""
+        cap = MAX_ZIP_MEMBER_BYTES
         try:
-            return self._handle().read(key)
+            zf = self._handle()
+            declared = zf.getinfo(key).file_size  # 目录中声明的解压后大小，读取前检查
+            if declared > cap:
+                raise self._too_large(key, f"declares {declared} bytes", cap)
+            with zf.open(key) as member:
+                data = member.read(cap + 1)  # 最多读取 cap + 1 字节：声明不实也不会耗尽内存
         except (zipfile.BadZipFile, OSError, KeyError) as exc:
             raise DataError(f"Cannot read {self.label(key)!r} ({exc}); the archive is damaged, re-download it.") from None
+        if len(data) > cap:
+            raise self._too_large(key, f"holds more than {cap} bytes (its header claims {declared})", cap)
+        return data
+
+    def _too_large(self, key: str, size: str, cap: int) -> DataError:
+        return DataError(
+            f"Zip member {key!r} of {str(self.path)!r} {size} uncompressed, over the cap of {cap} bytes "
+            f"({cap / 2**20:.0f} MiB) per image. The archive is damaged or not an image archive (a small zip that "
+            "unpacks to gigabytes is a zip bomb); re-download it, or raise unet_course.data.folder."
+            "MAX_ZIP_MEMBER_BYTES if your images really are that large."
+        )
 
     def label(self, key: str) -> str:
         return f"{self.path}:{key}"
@@ -189,75 +224,19 @@ class FolderPairs(SegmentationDataset):
         self.images_src = _open_source(imgs_dir, "Images folder", self.layout)
         self.masks_src = _open_source(masks_dir, "Masks folder", self.layout)
         self.mask_suffix = mask_suffix
-        if not self.images_src.keys:
-            raise DataError(
-                f"No images found in {str(imgs_dir)!r} (looked for {', '.join(IMAGE_EXTENSIONS)}). Expected a layout "
-                f"like:\n{self.layout}"
-            )
-        images = _by_stem(self.images_src, "", "images")
-        masks = _by_stem(self.masks_src, mask_suffix, "masks")
-        no_mask = sorted(set(images) - set(masks))
-        no_image = sorted(set(masks) - set(images))
-        if no_mask:
-            example = f"{no_mask[0]}{mask_suffix}.<ext>"
-            msg = (f"{len(no_mask)} image(s) have no mask in {str(masks_dir)!r}: "
-                   f"{_list_some([self.images_src.label(images[s]) for s in no_mask])}. Expected e.g. {example!r} "
-                   f"(mask_suffix={mask_suffix!r}); fix mask_suffix or add the missing masks.")
-            if strict:
-                raise DataError(msg)
-            warnings.warn(msg + " Skipping them (strict=False).", UserWarning, stacklevel=2)
-        if no_image:
-            msg = (f"{len(no_image)} mask(s) have no image in {str(imgs_dir)!r}: "
-                   f"{_list_some([self.masks_src.label(masks[s]) for s in no_image])}. Expected an image named "
-                   f"{no_image[0]!r}.<ext>; add the image or remove the mask.")
-            if strict:
-                raise DataError(msg)
-            warnings.warn(msg + " Skipping them (strict=False).", UserWarning, stacklevel=2)
-        stems = sorted(set(images) & set(masks))
-        if not stems:
-            raise DataError(f"No image/mask pairs between {str(imgs_dir)!r} and {str(masks_dir)!r}.")
-        self.all_pairs = [(s, images[s], masks[s]) for s in stems]
-        chosen = select_split(len(stems), split, val_fraction, seed, f"{name} ({imgs_dir})")
+        self.all_pairs = self._pair_up(imgs_dir, masks_dir, strict)  # [(stem, image key, mask key)]
+        chosen = select_split(len(self.all_pairs), split, val_fraction, seed, f"{name} ({imgs_dir})")
         self.pairs = [self.all_pairs[i] for i in chosen]
         self.split = split
         self.dataset_name = name
-
-        # --- 取值映射：显式给出，或在（部分）掩码上发现并缓存 ---
-        if mask_values is None:
-            scan = self.all_pairs
-            if max_scan is not None and len(scan) > max_scan:
-                scan = [scan[i] for i in np.linspace(0, len(scan) - 1, max_scan).round().astype(int)]
-            key = ("folder-values", str(masks_dir.resolve()), mask_suffix, len(self.all_pairs), max_scan)
-            mask_values = discover_mask_values((self._read_mask(mk) for _, _, mk in scan), cache_key=key)
-            if len(mask_values) > max_classes:
-                raise DataError(
-                    f"Masks in {str(masks_dir)!r} hold {len(mask_values)} distinct values "
-                    f"({mask_values[:8]} ...), more than max_classes={max_classes}. They look resized with "
-                    "interpolation or saved as JPEG (run inspect_masks() on the folder); resave them with NEAREST "
-                    "resizing as PNG/GIF, or pass mask_values=[...] / max_classes=... if this is intended."
-                )
-        # --- 通道数：默认取第一张图像的通道数 ---
+        if mask_values is None:  # 取值映射：显式给出，或在（部分）掩码上发现并缓存
+            mask_values = self._discover_values(masks_dir, max_scan, max_classes)
+        # 通道数：按 io.resolve_channels 的规则，由第一张图像（仅读文件头）与 in_channels 决定
         first = self.all_pairs[0][1]
         native = image_size(self.images_src.read(first), self.images_src.label(first))[2]
-        in_ch = native if in_channels is None else int(in_channels)
-        if in_ch not in (1, 3):
-            raise DataError(
-                f"in_channels={in_channels} cannot be reconciled with images in {str(imgs_dir)!r} "
-                f"({native} channel(s)); use 1 (gray) or 3 (RGB)."
-            )
-        if native == 3 and in_ch == 1:
-            raise DataError(
-                f"Images in {str(imgs_dir)!r} are RGB (e.g. {self.images_src.label(first)!r}) but in_channels=1 was "
-                "requested. Use in_channels=3 (or leave it unset); colour is never dropped silently."
-            )
-        # --- 均值/标准差：未给出时在均匀抽取的图像上计算并缓存 ---
-        if mean is None or std is None:
-            key = ("folder-stats", str(imgs_dir.resolve()), len(self.all_pairs), in_ch, stats_samples)
-            if key not in _STATS_CACHE:
-                idx = np.linspace(0, len(self.all_pairs) - 1, min(stats_samples, len(self.all_pairs)))
-                imgs = (self._read_image(self.all_pairs[int(i)][1], in_ch) for i in idx.round().astype(int))
-                _STATS_CACHE[key] = compute_mean_std(imgs)
-            mean_c, std_c = _STATS_CACHE[key]
+        in_ch = resolve_channels(native, in_channels, self.images_src.label(first))
+        if mean is None or std is None:  # 均值/标准差：未给出时在均匀抽取的图像上计算并缓存
+            mean_c, std_c = self._stats(imgs_dir, in_ch, stats_samples)
             mean = mean_c if mean is None else mean
             std = std_c if std is None else std
         super().__init__(
@@ -268,6 +247,65 @@ class FolderPairs(SegmentationDataset):
             has_labels=True, train=(split == "train") if train is None else train, augment=augment,
             crop_size=crop_size, scale=scale, transform=transform, uniform_size=self._uniform_size(),
         )
+
+    def _pair_up(self, imgs_dir: Path, masks_dir: Path, strict: bool) -> list[tuple[str, str, str]]:
+        """``(stem, image key, mask key)`` for every pair, sorted; unpaired files raise (or warn). 按主干名配对"""
+        mask_suffix = self.mask_suffix
+        if not self.images_src.keys:
+            raise DataError(
+                f"No images found in {str(imgs_dir)!r} (looked for {', '.join(IMAGE_EXTENSIONS)}). Expected a layout "
+                f"like:\n{self.layout}"
+            )
+        images = _by_stem(self.images_src, "", "images")
+        masks = _by_stem(self.masks_src, mask_suffix, "masks")
+        no_mask = sorted(set(images) - set(masks))
+        no_image = sorted(set(masks) - set(images))
+        problems = []
+        if no_mask:
+            example = f"{no_mask[0]}{mask_suffix}.<ext>"
+            problems.append(
+                f"{len(no_mask)} image(s) have no mask in {str(masks_dir)!r}: "
+                f"{_list_some([self.images_src.label(images[s]) for s in no_mask])}. Expected e.g. {example!r} "
+                f"(mask_suffix={mask_suffix!r}); fix mask_suffix or add the missing masks.")
+        if no_image:
+            problems.append(
+                f"{len(no_image)} mask(s) have no image in {str(imgs_dir)!r}: "
+                f"{_list_some([self.masks_src.label(masks[s]) for s in no_image])}. Expected an image named "
+                f"{no_image[0]!r}.<ext>; add the image or remove the mask.")
+        for msg in problems:
+            if strict:
+                raise DataError(msg)
+            warnings.warn(msg + " Skipping them (strict=False).", UserWarning, stacklevel=3)
+        stems = sorted(set(images) & set(masks))
+        if not stems:
+            raise DataError(f"No image/mask pairs between {str(imgs_dir)!r} and {str(masks_dir)!r}.")
+        return [(s, images[s], masks[s]) for s in stems]
+
+    def _discover_values(self, masks_dir: Path, max_scan: int | None, max_classes: int) -> list[int]:
+        """Sorted values over (an even sample of) the masks, cached; stray values refused. 发现掩码取值"""
+        scan = self.all_pairs
+        if max_scan is not None and len(scan) > max_scan:
+            scan = [scan[i] for i in np.linspace(0, len(scan) - 1, max_scan).round().astype(int)]
+        key = ("folder-values", str(masks_dir.resolve()), self.mask_suffix, len(self.all_pairs), max_scan)
+        values = discover_mask_values((self._read_mask(mk) for _, _, mk in scan),
+                                      names=[self.masks_src.label(mk) for _, _, mk in scan], cache_key=key)
+        if len(values) > max_classes:
+            raise DataError(
+                f"Masks in {str(masks_dir)!r} hold {len(values)} distinct values "
+                f"({values[:8]} ...), more than max_classes={max_classes}. They look resized with "
+                "interpolation or saved as JPEG (run inspect_masks() on the folder); resave them with NEAREST "
+                "resizing as PNG/GIF, or pass mask_values=[...] / max_classes=... if this is intended."
+            )
+        return values
+
+    def _stats(self, imgs_dir: Path, in_ch: int, stats_samples: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Mean/std over ``stats_samples`` evenly spaced images, cached per folder. 计算并缓存均值与标准差"""
+        key = ("folder-stats", str(imgs_dir.resolve()), len(self.all_pairs), in_ch, stats_samples)
+        if key not in _STATS_CACHE:
+            idx = np.linspace(0, len(self.all_pairs) - 1, min(stats_samples, len(self.all_pairs)))
+            imgs = (self._read_image(self.all_pairs[int(i)][1], in_ch) for i in idx.round().astype(int))
+            _STATS_CACHE[key] = compute_mean_std(imgs)
+        return _STATS_CACHE[key]
 
     # ------------------------------------------------------------------
     def _read_image(self, key: str, in_channels: int | None = None) -> np.ndarray:
@@ -360,8 +398,6 @@ class CarvanaDataset(FolderPairs):
     def __init__(self, root: str | Path | None = None, split: str = "train", mask_suffix: str = "_mask",
                  max_scan: int | None = 64, **kwargs) -> None:
         if root is None:
-            from ..env import data_root
-
             base = data_root()
             candidates = [base / "carvana", base / "carvana-image-masking-challenge"]
             root = next((c for c in candidates if c.is_dir()), candidates[0])

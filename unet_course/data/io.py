@@ -12,6 +12,19 @@ PIL decodes jpg/png/gif/bmp; tifffile decodes tif/tiff (multi-page, 16-bit and p
 A file that cannot be decoded raises :class:`~unet_course.errors.DataError` naming the file, never a bare PIL or
 tifffile traceback.
 PIL 负责 jpg/png/gif/bmp，tifffile 负责 tif/tiff；无法解码的文件抛出 DataError 并写明文件名
+
+**Bit depth rule** (one rule for every file, set by the storage type, never by the pixel values): 8-bit images are
+kept as they are; every wider integer image (16-bit, and 32-bit files whose values fit in 16 bits) is read on the
+full 16-bit scale, ``uint8 = round(value / 257)``, so 0 -> 0 and 65535 -> 255, and a raw value reads the same in
+every file whatever that file's maximum (200 -> 1 everywhere; a 16-bit file that only uses 0..255 therefore reads
+dark: convert such files to 8-bit first). 1-bit images give 0/255; floats must lie in [0, 1] and are multiplied by
+255. Masks are never rescaled: :func:`read_mask` returns the stored values.
+位深规则（对每个文件相同，只由存储类型决定，与像素值无关）：8 位图像原样保留；更宽的整数图像一律按 16 位满量程读取，
+uint8 = round(value / 257)，因此同一原始值在任何文件中读数相同；掩码从不缩放
+
+Channels (:func:`match_channels`, the only place that converts gray <-> RGB) and image suffixes
+(:data:`IMAGE_EXTENSIONS`, :data:`TIFF_EXTENSIONS`) live here too, so every data set follows the same rules.
+通道转换（match_channels）与图像扩展名也只在本模块定义
 """
 
 from __future__ import annotations
@@ -21,12 +34,17 @@ import os
 from pathlib import Path
 
 import numpy as np
+import tifffile
+from PIL import Image
 
 from ..errors import DataError
 
 #: File extensions accepted for images and masks (lower case). 支持的图像与掩码扩展名
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".gif", ".bmp")
+#: The subset decoded by tifffile (multi-page, 16-bit). 由 tifffile 解码的扩展名
 TIFF_EXTENSIONS = (".tif", ".tiff")
+#: Divisor that brings any integer image wider than 8 bits to uint8 (65535 / 257 = 255). 16 位转 8 位的除数
+SCALE_16_TO_8 = 257
 
 Source = str | os.PathLike | bytes
 
@@ -67,15 +85,11 @@ def _decode(source: Source, name: str | None, kind: str = "image") -> np.ndarray
         # imagecodecs package (e.g. DRIVE's LZW files) fall back to PIL
         # 先用 tifffile；若压缩格式需要可选的 imagecodecs 包（如 DRIVE 的 LZW），改用 PIL
         try:
-            import tifffile
-
             return np.asarray(tifffile.imread(data, key=0))
         except Exception:
             if isinstance(data, io.BytesIO):
                 data.seek(0)
     try:
-        from PIL import Image
-
         with Image.open(data) as im:
             im.seek(0)
             if im.mode in ("P", "PA"):
@@ -102,21 +116,29 @@ def _palette_is_colour(im) -> bool:
     return False
 
 
-def _to_uint8(arr: np.ndarray, label: str) -> np.ndarray:
-    """Bring any integer/float image to uint8. 将任意整数/浮点图像转换为 uint8
+def to_uint8(arr: np.ndarray, label: str) -> np.ndarray:
+    """Bring any integer/float image to uint8 by the module's bit depth rule. 按位深规则将图像转换为 uint8
 
-    16-bit integers are divided by 257 (65535 -> 255); floats must lie in [0, 1] and are multiplied by 255.
-    16 位整数除以 257；浮点图像须在 [0, 1] 内，乘以 255
+    8-bit is kept; wider integers are divided by :data:`SCALE_16_TO_8` (257, so 65535 -> 255) whatever the file's
+    own maximum; floats must lie in [0, 1] and are multiplied by 255.
+    8 位原样保留；更宽的整数一律除以 257（与文件自身最大值无关）；浮点图像须在 [0, 1] 内，乘以 255
+
+    >>> to_uint8(np.array([[200, 65535]], np.uint16), "x").tolist()
+    [[1, 255]]
     """
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype == np.bool_:
         return arr.astype(np.uint8) * 255
     if np.issubdtype(arr.dtype, np.integer):
-        if arr.min() < 0:
+        if arr.size and arr.min() < 0:
             raise DataError(f"Image {label!r} holds negative values (dtype {arr.dtype}); convert it to 8-bit first.")
-        top = 255 if arr.max() <= 255 else 65535
-        return np.round(arr.astype(np.float64) * (255.0 / top)).clip(0, 255).astype(np.uint8)
+        if arr.size and arr.max() > 65535:
+            raise DataError(
+                f"Image {label!r} holds values up to {int(arr.max())} (dtype {arr.dtype}), beyond the 16-bit range "
+                "this package reads; convert it to 8- or 16-bit first."
+            )
+        return np.round(arr.astype(np.float64) / SCALE_16_TO_8).astype(np.uint8)  # 0..65535 -> 0..255
     if np.issubdtype(arr.dtype, np.floating):
         lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
         if not np.isfinite(arr).all() or lo < 0.0 or hi > 1.0:
@@ -132,9 +154,10 @@ def read_image(source: Source, name: str | None = None) -> np.ndarray:
     """Read an image as ``np.uint8`` ``(H, W, C)`` with ``C`` = 1 (grayscale) or 3 (RGB).
     读取图像，返回 uint8 的 (H, W, C)，C 为 1（灰度）或 3（RGB）
 
-    Alpha channels are dropped; colour palettes are expanded to RGB; 16-bit images are divided by 257.
+    Alpha channels are dropped; colour palettes are expanded to RGB; integer images wider than 8 bits are divided
+    by 257 (the module's bit depth rule).
     TIFFs stored channel-first ``(3, H, W)`` are transposed.
-    丢弃 alpha 通道；彩色调色板展开为 RGB；16 位图像除以 257；通道在前的 TIFF 会被转置
+    丢弃 alpha 通道；彩色调色板展开为 RGB；宽于 8 位的整数图像一律除以 257；通道在前的 TIFF 会被转置
 
     Args:
         source: a path, or the file's bytes (e.g. a zip member). 路径或文件字节
@@ -170,7 +193,7 @@ def read_image(source: Source, name: str | None = None) -> np.ndarray:
         arr = arr[:, :, :3]
     elif channels not in (1, 3):
         raise DataError(f"Image {label!r} has {channels} channels; only 1 (gray), 3 (RGB) or 4 (RGBA) are supported.")
-    return np.ascontiguousarray(_to_uint8(arr, label))
+    return np.ascontiguousarray(to_uint8(arr, label))
 
 
 def read_mask(source: Source, name: str | None = None) -> np.ndarray:
@@ -234,8 +257,6 @@ def read_stack(source: Source, name: str | None = None) -> np.ndarray:
     if not isinstance(source, bytes | bytearray) and not Path(source).is_file():
         raise DataError(f"File {label!r} does not exist. Check the path or re-download the data set.")
     try:
-        import tifffile
-
         data = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
         arr = np.asarray(tifffile.imread(data))
     except Exception as exc:
@@ -255,8 +276,6 @@ def image_size(source: Source, name: str | None = None) -> tuple[int, int, int]:
     ext = _suffix(source, name)
     if ext not in TIFF_EXTENSIONS:
         try:
-            from PIL import Image
-
             data = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
             with Image.open(data) as im:
                 w, h = im.size
@@ -270,23 +289,29 @@ def image_size(source: Source, name: str | None = None) -> tuple[int, int, int]:
     return arr.shape[0], arr.shape[1], arr.shape[2]
 
 
-def match_channels(image: np.ndarray, in_channels: int | None, name: str) -> np.ndarray:
-    """Bring an ``(H, W, C)`` uint8 image to ``in_channels`` channels, or raise.
-    将图像调整为 in_channels 个通道，无法调和时报错
+def resolve_channels(have: int, in_channels: int | None, name: str) -> int:
+    """The channel count an image with ``have`` channels gets for ``in_channels``, or raise (the rule itself).
+    给定 in_channels 时，具有 have 个通道的图像最终的通道数；无法调和时报错
 
-    Rules (documented in data/README.md): ``None`` keeps the image as it is; gray -> RGB repeats the single
-    channel three times; RGB -> gray is refused (it would silently drop colour; pass ``in_channels=3`` or leave it
-    ``None``); any other count is refused.
+    Rules (documented in data/README.md): ``None`` keeps ``have``; gray -> RGB repeats the single channel three
+    times; RGB -> gray is refused (it would silently drop colour; pass ``in_channels=3`` or leave it ``None``); any
+    other count is refused. Data sets call this on the first image's header to fail early, and
+    :func:`match_channels` calls it on every image.
     规则：None 保持不变；灰度转 RGB 时复制三份；RGB 转灰度会丢失颜色，因此报错
 
     Raises:
         DataError: the channel counts cannot be reconciled.
+
+    >>> resolve_channels(1, 3, "x.png"), resolve_channels(3, None, "x.png")
+    (3, 3)
     """
-    have = image.shape[2]
-    if in_channels is None or have == in_channels:
-        return image
+    have = int(have)
+    if in_channels is None or have == int(in_channels):
+        if have not in (1, 3):
+            raise DataError(f"Image {name!r} has {have} channel(s); only 1 (grayscale) and 3 (RGB) are supported.")
+        return have
     if have == 1 and in_channels == 3:
-        return np.repeat(image, 3, axis=2)  # (H, W, 1) -> (H, W, 3)
+        return 3
     if have == 3 and in_channels == 1:
         raise DataError(
             f"Image {name!r} is RGB (3 channels) but in_channels=1 is in use (requested, or taken from a gray first "
@@ -297,3 +322,19 @@ def match_channels(image: np.ndarray, in_channels: int | None, name: str) -> np.
         f"Image {name!r} has {have} channel(s) but in_channels={in_channels} was requested. Only 1 (grayscale) and "
         "3 (RGB) are supported; grayscale images are repeated to RGB when in_channels=3."
     )
+
+
+def match_channels(image: np.ndarray, in_channels: int | None, name: str) -> np.ndarray:
+    """Bring an ``(H, W, C)`` uint8 image to ``in_channels`` channels, or raise (rules: :func:`resolve_channels`).
+    将图像调整为 in_channels 个通道，无法调和时报错
+
+    Raises:
+        DataError: the channel counts cannot be reconciled.
+
+    >>> match_channels(np.zeros((2, 2, 1), np.uint8), 3, "x.png").shape
+    (2, 2, 3)
+    """
+    want = resolve_channels(image.shape[2], in_channels, name)
+    if want == image.shape[2]:
+        return image
+    return np.repeat(image, want, axis=2)  # (H, W, 1) -> (H, W, 3)

@@ -30,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..env import data_root
 from ..errors import ConfigError, DataError
 from .base import SegmentationDataset
-from .io import read_stack
+from .io import read_stack, resolve_channels, to_uint8
 
 #: Mean/std of the 30 training slices in [0, 1] units, computed once with
 #: ``compute_mean_std(list(read_stack("isbi2012/train-volume.tif")))``.
@@ -83,8 +84,6 @@ class ISBI2012Dataset(SegmentationDataset):
                  scale: float = 1.0, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
                  ignore_index: int = 255, transform=None) -> None:
         if root is None:
-            from ..env import data_root
-
             root = data_root() / "isbi2012"
         root = Path(root).expanduser()
         splits = ("train", "val", "holdout", "all", "test")
@@ -98,6 +97,8 @@ class ISBI2012Dataset(SegmentationDataset):
                 "Download the challenge files (see data/README.md) and pass their folder as root=/data_dir=."
             )
         volume = _load_stack(str(volume_path.resolve()))  # (N, H, W)
+        if volume.dtype != np.uint8:  # 16 位体数据：与单张图像相同的位深规则（io 模块）
+            volume = to_uint8(volume, str(volume_path))
         labels = None
         if split != "test":
             label_path = root / "train-labels.tif"
@@ -115,12 +116,7 @@ class ISBI2012Dataset(SegmentationDataset):
         chosen = self._split(n, split, val_fraction, n_val, n_holdout)
         self.root, self.split = root, split
         self._volume, self._labels, self._index = volume, labels, chosen
-        in_ch = 1 if in_channels is None else int(in_channels)
-        if in_ch not in (1, 3):
-            raise DataError(
-                f"ISBI-2012 slices are grayscale; in_channels={in_channels} cannot be reconciled. Use 1 (native) or "
-                "3 (the gray channel is repeated)."
-            )
+        in_ch = resolve_channels(1, in_channels, f"{volume_name} (grayscale slices)")  # 灰度切片：1，或复制为 3
         if mean is None:
             mean = ISBI_MEAN * in_ch
         if std is None:

@@ -10,20 +10,31 @@ Worker processes: ``num_workers="auto"`` gives 0 (load in the main process) wher
 Windows and macOS (spawn start method, which also breaks notebooks that define code in cells) and machines with
 <= 2 CPU cores, where a worker would only compete with the training process; else ``min(4, cpu_count - 1)``.
 工作进程数 "auto"：Windows、macOS（spawn）以及不超过 2 核的机器上为 0，否则为 min(4, CPU 数 - 1)
+
+Errors from workers: torch re-raises an exception from a worker process as the same class whose message is
+"Caught DataError in DataLoader worker process 0. Original Traceback ..." followed by the worker's traceback.
+:class:`SegmentationLoader` (the class :func:`build_loaders` returns) turns a
+:class:`~unet_course.errors.UNetCourseError` back into its own message, so ``num_workers=1`` shows exactly what
+``num_workers=0`` shows.
+工作进程中的错误：torch 会把消息包装为 "Caught ... Original Traceback ..."；SegmentationLoader 还原为原始消息，
+与 num_workers=0 时完全相同
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler, default_collate
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, UNetCourseError
 from .base import SegmentationDataset, split_indices
 from .drive import DRIVEDataset
 from .folder import CarvanaDataset, FolderPairs
@@ -31,7 +42,7 @@ from .isbi import ISBI2012Dataset
 from .synthetic import SyntheticSegmentation
 
 __all__ = ["DATASETS", "DataInfo", "build_dataset", "build_loaders", "resolve_num_workers", "split_indices",
-           "collate_segmentation"]
+           "collate_segmentation", "SegmentationLoader", "worker_free_message"]
 
 
 def _synthetic(root=None, split: str = "train", **kw) -> SyntheticSegmentation:
@@ -60,8 +71,6 @@ def _carvana(root=None, split: str = "train", **kw) -> CarvanaDataset:
 
 
 def _folder(root=None, split: str = "train", imgs_dir=None, masks_dir=None, **kw) -> FolderPairs:
-    from pathlib import Path
-
     if imgs_dir is None or masks_dir is None:
         if root is None:
             raise ConfigError(
@@ -223,13 +232,78 @@ def collate_segmentation(batch: list[dict]) -> dict:
 
 def _seed_worker(worker_id: int) -> None:
     """Seed NumPy and ``random`` in each worker from torch's per-worker seed. 为每个工作进程设置随机种子"""
-    import random
-
-    import numpy as np
-
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+
+
+def worker_free_message(exc: BaseException) -> str | None:
+    r"""The original message of an error torch re-raised from a worker, or None if ``exc`` was not wrapped.
+    从 torch 重新抛出的工作进程错误中取回原始消息；未被包装时返回 None
+
+    torch builds ``type(exc)("Caught X in DataLoader worker process N.\nOriginal Traceback ...\n<module>.X: msg\n")``;
+    the original message is what follows the last ``<module>.X: `` line of that traceback.
+
+    >>> from unet_course.errors import DataError
+    >>> worker_free_message(DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most "
+    ...     "recent call last):\n  File \"x.py\", line 1\nunet_course.errors.DataError: bad 'a.png'\n"))
+    "bad 'a.png'"
+    >>> worker_free_message(DataError("bad 'a.png'")) is None
+    True
+    """
+    text = str(exc)
+    if not text.startswith("Caught ") or "\nOriginal Traceback" not in text:
+        return None
+    cls = type(exc)
+    qualified = cls.__qualname__ if cls.__module__ in ("__main__", "builtins") else f"{cls.__module__}.{cls.__qualname__}"
+    marker = f"\n{qualified}: "
+    at = text.rfind(marker)
+    if at < 0:
+        return None
+    return text[at + len(marker):].removesuffix("\n")
+
+
+class _CleanErrors:
+    """Iterator over a DataLoader's batches that unwraps worker errors (see :func:`worker_free_message`).
+    遍历批量，并把工作进程中的 UNetCourseError 还原为原始消息
+    """
+
+    def __init__(self, iterator) -> None:
+        self._it = iterator
+
+    def __iter__(self) -> _CleanErrors:
+        return self
+
+    def __len__(self) -> int:
+        return len(self._it)
+
+    def __getattr__(self, name: str):
+        if name == "_it":  # 未初始化（如复制时）：避免无限递归
+            raise AttributeError(name)
+        return getattr(self._it, name)  # 其余属性交给 torch 的迭代器
+
+    def __next__(self):
+        try:
+            return next(self._it)
+        except UNetCourseError as exc:
+            clean = worker_free_message(exc)
+            if clean is None:
+                raise
+            raise type(exc)(clean) from None  # 与 num_workers=0 时相同的类与消息，不带工作进程的回溯
+
+
+class SegmentationLoader(DataLoader):
+    """A :class:`~torch.utils.data.DataLoader` whose worker errors read as in the main process.
+    工作进程中的错误与主进程中显示的消息相同的 DataLoader
+
+    Same arguments and behaviour as ``DataLoader``; only a :class:`~unet_course.errors.UNetCourseError` raised in
+    a worker (or the pin-memory thread) is re-raised with its own class and message and without the worker's
+    traceback. Other exceptions (bugs) keep torch's full report.
+    参数与行为同 DataLoader；只有 UNetCourseError 会去掉工作进程的回溯，其余异常保持原样
+    """
+
+    def __iter__(self) -> Iterator:
+        return _CleanErrors(super().__iter__())
 
 
 def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLoader, DataLoader, DataInfo]:
@@ -298,10 +372,10 @@ def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLo
     pin = dev is not None and dev.type == "cuda"
     loader_kw = dict(num_workers=workers, pin_memory=pin, collate_fn=collate_segmentation,
                      worker_init_fn=_seed_worker if workers > 0 else None, persistent_workers=workers > 0)
-    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+    train_loader = SegmentationLoader(train_ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                               generator=generator, drop_last=epoch_size > cfg.batch_size, **loader_kw)
     val_bs = cfg.batch_size if val_ds.uniform_size else 1
-    val_loader = DataLoader(val_ds, batch_size=val_bs, shuffle=False, **loader_kw)
+    val_loader = SegmentationLoader(val_ds, batch_size=val_bs, shuffle=False, **loader_kw)
     info = DataInfo(
         in_channels=train_ds.in_channels, n_classes=train_ds.n_classes, mask_values=list(train_ds.mask_values),
         class_names=list(train_ds.class_names), mean=list(train_ds.mean), std=list(train_ds.std),

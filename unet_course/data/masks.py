@@ -10,6 +10,16 @@ set may fix its own order (ISBI-2012 uses ``[255, 0]`` so that membrane is class
 Why not use the values directly? A 0/255 mask used as indices asks for class 255 in a 2-class model, which either
 crashes the loss or, with ``ignore_index=255``, silently ignores every foreground pixel.
 为什么不能直接使用取值：0/255 掩码中的 255 对二分类模型是越界的类别索引，或者恰好等于 ignore_index 而被静默忽略
+
+**Stray values.** Discovery refuses a value that looks like damage rather than a class, instead of silently adding a
+class for it. A value is *stray* when (1) at least two masks were scanned, (2) exactly one of them holds it, (3) it
+covers less than :data:`STRAY_FRACTION` (0.1 %) of all scanned mask pixels, and (4) the other values still make at
+least two classes (so a binary data set whose only foreground is one small object is never refused). The
+:class:`~unet_course.errors.DataError` names the file, the value and its pixel count, and gives the two fixes: clean
+the file, or pass the full ``mask_values=[...]`` if the value is a real class (an explicit list skips discovery).
+:func:`inspect_masks` applies the same rule (:func:`find_stray_values`) and reports it as a warning.
+零星取值：只出现在一个掩码中、像素占比低于 0.1%、且去掉后仍至少有两类的取值视为损坏，自动发现时报错（写明文件、取值与像素数），
+不会静默地成为新类别；inspect_masks 使用同一规则给出警告
 """
 
 from __future__ import annotations
@@ -28,6 +38,10 @@ from .io import is_image_file, read_mask
 # 已发现取值的内存缓存：键由数据来源决定
 _VALUES_CACHE: dict[tuple, list[int]] = {}
 
+#: A value held by one mask only and covering less than this fraction of all scanned mask pixels is *stray*
+#: (see the module docstring). 零星取值的像素占比上限
+STRAY_FRACTION = 0.001
+
 
 def _as_numpy(mask) -> np.ndarray:
     if isinstance(mask, torch.Tensor):
@@ -35,20 +49,92 @@ def _as_numpy(mask) -> np.ndarray:
     return np.asarray(mask)
 
 
-def discover_mask_values(masks: Iterable, *, cache_key: tuple | None = None) -> list[int]:
-    """Sorted unique values over a collection of masks.
-    统计一组掩码中出现过的全部取值（升序）
+@dataclass
+class _Scan:
+    """Per-value pixel counts and the files holding each value. 每个取值的像素数及其所在文件"""
+
+    counts: dict[int, int] = field(default_factory=dict)
+    n_holding: dict[int, int] = field(default_factory=dict)  # 含该取值的文件数
+    first_file: dict[int, str] = field(default_factory=dict)  # 第一个含该取值的文件
+    shapes: list[tuple[int, int]] = field(default_factory=list)
+    n_files: int = 0
+
+    def add(self, arr: np.ndarray, name: str) -> None:
+        vals, cnt = np.unique(arr, return_counts=True)
+        for v, c in zip(vals.tolist(), cnt.tolist()):
+            v = int(v)
+            self.counts[v] = self.counts.get(v, 0) + int(c)
+            self.n_holding[v] = self.n_holding.get(v, 0) + 1
+            self.first_file.setdefault(v, name)
+        shape = (int(arr.shape[0]), int(arr.shape[1]))
+        if shape not in self.shapes:
+            self.shapes.append(shape)
+        self.n_files += 1
+
+
+def _as_mask(item) -> np.ndarray | None:
+    """An array from a path, a zero-argument callable or an array-like. 把路径、可调用对象或数组转换为掩码数组"""
+    if callable(item):
+        return item()
+    if isinstance(item, str | Path):
+        return read_mask(item)
+    return _as_numpy(item)
+
+
+def _scan(items: Iterable, names: Iterable[str] | None = None) -> _Scan:
+    scan = _Scan()
+    names_it = iter(names) if names is not None else None
+    for i, item in enumerate(items):
+        name = next(names_it) if names_it is not None else (Path(item).name if isinstance(item, str | Path)
+                                                            else f"mask[{i}]")
+        arr = _as_mask(item)
+        if arr is not None:
+            scan.add(arr, name)
+    return scan
+
+
+def find_stray_values(scan: _Scan) -> list[tuple[int, str, int]]:
+    """``(value, file, pixels)`` for each stray value of a scan (rule: module docstring). 找出零星取值"""
+    total = sum(scan.counts.values())
+    if scan.n_files < 2 or total == 0:
+        return []
+    strays = [(v, scan.first_file[v], c) for v, c in sorted(scan.counts.items())
+              if scan.n_holding[v] == 1 and c < STRAY_FRACTION * total]
+    if len(scan.counts) - len(strays) < 2:  # 去掉后不足两类：这是真实的稀有类别
+        return []
+    return strays
+
+
+def stray_message(strays: list[tuple[int, str, int]], values: list[int], total: int) -> str:
+    """The text of the stray-value error/warning: file, value, pixels and the fix. 零星取值的报错文本"""
+    found = "; ".join(f"value {v} on {c} pixel(s) ({100 * c / max(1, total):.3f}% of all mask pixels) only in {f!r}"
+                      for v, f, c in strays)
+    clean = [v for v in values if v not in {s[0] for s in strays}]
+    return (
+        f"Stray mask value(s): {found}. A value that one mask holds on so few pixels is most likely damage (a "
+        f"mis-painted or interpolated pixel), and discovery would silently turn it into an extra class. Clean the "
+        f"file (set those pixels to one of {clean}), or, if it is a real class, pass the full list "
+        f"mask_values={values} (class i is stored as mask_values[i])."
+    )
+
+
+def discover_mask_values(masks: Iterable, *, names: Iterable[str] | None = None, cache_key: tuple | None = None,
+                         refuse_stray: bool = True) -> list[int]:
+    """Sorted unique values over a collection of masks, refusing stray values.
+    统计一组掩码中出现过的全部取值（升序），遇到零星取值时报错
 
     Args:
         masks: arrays ``(H, W)``, or paths to mask files, or a mix. 掩码数组或掩码文件路径
+        names: file names for messages, one per mask (default: the path's name, or ``mask[i]``). 用于报错的文件名
         cache_key: if given, the result is cached in memory under this key and reused (train and val data sets of
             the same folder scan once). 若给出则在内存中缓存结果
+        refuse_stray: raise on stray values (rule: module docstring). 是否拒绝零星取值
 
     Returns:
         ``list[int]`` of the raw values, ascending; this is the default class-index order.
 
     Raises:
-        DataError: no masks were given.
+        DataError: no masks were given, or a stray value was found (file, value, pixel count and fix named).
 
     >>> import numpy as np
     >>> discover_mask_values([np.array([[0, 255]]), np.array([[0, 0]])])
@@ -56,15 +142,13 @@ def discover_mask_values(masks: Iterable, *, cache_key: tuple | None = None) -> 
     """
     if cache_key is not None and cache_key in _VALUES_CACHE:
         return list(_VALUES_CACHE[cache_key])
-    seen: set[int] = set()
-    n = 0
-    for m in masks:
-        arr = read_mask(m) if isinstance(m, str | Path) else _as_numpy(m)
-        seen.update(np.unique(arr).tolist())
-        n += 1
-    if n == 0:
+    scan = _scan(masks, names)
+    if scan.n_files == 0:
         raise DataError("No masks to scan for values; check that the masks folder holds mask files.")
-    values = sorted(int(v) for v in seen)
+    values = sorted(scan.counts)
+    strays = find_stray_values(scan) if refuse_stray else []
+    if strays:
+        raise DataError(stray_message(strays, values, sum(scan.counts.values())))
     if cache_key is not None:
         _VALUES_CACHE[cache_key] = list(values)
     return values
@@ -234,6 +318,8 @@ def inspect_masks(masks, *, ignore_index: int = 255, max_files: int | None = Non
     - **interpolated masks**: besides two dominant values there are many distinct in-between values on a thin
       fraction of pixels, the mark of a mask resized with bilinear/bicubic interpolation (or saved as JPEG).
       插值缩放（或 JPEG 保存）过的掩码会在边界处出现许多中间取值
+    - **stray values**: a value held by one mask on a tiny fraction of pixels (:func:`find_stray_values`, the rule
+      that makes discovery refuse it). 只出现在一个掩码中的零星取值
 
     Args:
         masks: a folder of mask files, a list of paths or arrays, or a data set with ``raw_mask(i)``.
@@ -253,27 +339,14 @@ def inspect_masks(masks, *, ignore_index: int = 255, max_files: int | None = Non
         names = [names[i] for i in keep]
     if not items:
         raise DataError("inspect_masks got no masks to scan.")
-    counts: dict[int, int] = {}
-    shapes: list[tuple[int, int]] = []
-    for item in items:
-        if callable(item):
-            arr = item()
-        elif isinstance(item, str | Path):
-            arr = read_mask(item)
-        else:
-            arr = _as_numpy(item)
-        if arr is None:
-            continue
-        vals, cnt = np.unique(arr, return_counts=True)
-        for v, c in zip(vals.tolist(), cnt.tolist()):
-            counts[int(v)] = counts.get(int(v), 0) + int(c)
-        shape = (int(arr.shape[0]), int(arr.shape[1]))
-        if shape not in shapes:
-            shapes.append(shape)
-    values = sorted(counts)
-    report = MaskReport(values=values, counts=[counts[v] for v in values], n_files=len(items), shapes=shapes,
-                        mapping=mapping)
+    scan = _scan(items, names)
+    values = sorted(scan.counts)
+    report = MaskReport(values=values, counts=[scan.counts[v] for v in values], n_files=len(items),
+                        shapes=scan.shapes, mapping=mapping)
     report.warnings = _diagnose(values, report.counts, ignore_index, report.mask_values)
+    strays = find_stray_values(scan)
+    if strays:
+        report.warnings.append(stray_message(strays, values, sum(report.counts)))
     if warn:
         for w in report.warnings:
             warnings.warn(w, UserWarning, stacklevel=2)

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .base import SegmentationDataset
+from .masks import indices_to_values
 
 TASKS = ("binary", "multiclass")
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2, "all": 0}
@@ -293,7 +294,7 @@ class SyntheticSegmentation(SegmentationDataset):
 
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         image, labels = self.load(index)
-        values = np.asarray(self.mask_values, dtype=np.uint8)[labels]  # 类别索引 -> 原始取值
+        values = indices_to_values(labels, self.mask_values)  # 类别索引 -> 原始取值 (H, W) uint8
         return image, values, None
 
     def raw_mask(self, index: int) -> np.ndarray | None:

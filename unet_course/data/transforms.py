@@ -27,6 +27,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from ..errors import ConfigError, DataError
+from .io import match_channels
 
 
 def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
@@ -241,8 +242,6 @@ def preprocess_image(image: np.ndarray, mean: Sequence[float], std: Sequence[flo
     >>> tuple(preprocess_image(np.zeros((10, 8, 3), np.uint8), (0.5,) * 3, (0.2,) * 3, scale=0.5).shape)
     (1, 3, 5, 4)
     """
-    from .io import match_channels
-
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
         raise DataError(f"preprocess_image expects a uint8 image, got dtype {arr.dtype}; read it with read_image().")
