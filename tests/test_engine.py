@@ -16,7 +16,10 @@ from torch.utils.data import DataLoader
 from unet_course.checkpoint import load_checkpoint
 from unet_course.config import TrainConfig
 from unet_course.data.synthetic import SyntheticSegmentation
-from unet_course.engine import (
+from unet_course.errors import NonFiniteLossError
+from unet_course.losses import SegmentationLoss
+from unet_course.precision import amp_policy
+from unet_course.training import (
     History,
     build_optimizer,
     build_scheduler,
@@ -26,9 +29,6 @@ from unet_course.engine import (
     setup_logging,
     step_scheduler,
 )
-from unet_course.errors import NonFiniteLossError
-from unet_course.losses import SegmentationLoss
-from unet_course.precision import amp_policy
 
 
 @pytest.fixture(autouse=True)
