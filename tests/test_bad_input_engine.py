@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from unet_course.config import TrainConfig
-from unet_course.engine import build_optimizer, build_scheduler, fit
 from unet_course.errors import CheckpointError, ConfigError
+from unet_course.training import build_optimizer, build_scheduler, fit
 
 
 @pytest.fixture(autouse=True)

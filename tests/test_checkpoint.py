@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import os
 
 import pytest
 import torch
@@ -19,8 +21,8 @@ from unet_course.checkpoint import (
 )
 from unet_course.config import TrainConfig
 from unet_course.data.synthetic import SyntheticSegmentation
-from unet_course.engine import fit
 from unet_course.errors import CheckpointError
+from unet_course.training import fit
 
 
 @pytest.fixture(autouse=True)
@@ -101,6 +103,47 @@ def test_missing_checkpoint_and_bare_state_dict(tmp_path):
     torch.save({"w": torch.zeros(2)}, bare)
     with pytest.raises(CheckpointError, match="not a unet-course checkpoint"):
         load_checkpoint(bare)
+
+
+def test_empty_random_and_folder_give_clear_errors(tmp_path):
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"truncated or corrupt \(the file is empty, 0 bytes\)"):
+        load_checkpoint(empty)
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(noise)
+    assert "truncated or corrupt" in str(err.value) and "1024 bytes" in str(err.value)
+    assert "pickled" not in str(err.value)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"x")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(run)
+    msg = str(err.value)
+    assert "is a folder" in msg and str(run / "last.pt") in msg and "does not exist" not in msg
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    path = tmp_path / "pickled.pt"
+    torch.save({"model_state": {}, "when": datetime.date(2024, 1, 1)}, path)
+    with pytest.raises(CheckpointError, match="pickled Python objects"):
+        load_checkpoint(path)
+
+
+def test_save_follows_umask_and_removes_stale_temporaries(trained, tmp_path):
+    out, _ = trained
+    state = load_checkpoint(out / "last.pt")
+    stale = tmp_path / ".last.pt.deadbeef.tmp"          # kill -9 在写入中途留下的临时文件
+    stale.write_bytes(b"half a checkpoint")
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "last.pt", state)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "last.pt").stat().st_mode & 0o777 == 0o644       # 遵循 umask，而不是 mkstemp 的 0600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
 def test_failed_save_keeps_previous_file(trained, tmp_path, monkeypatch):

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from unet_course.inference import evaluate_dataset
-from unet_course.training import fit
 
 from unet_course.checkpoint import load_model
 from unet_course.config import TrainConfig
 from unet_course.data.synthetic import SyntheticSegmentation
+from unet_course.inference import evaluate_dataset
+from unet_course.training import fit
 
 FIXTURE = Path(__file__).parent / "fixtures" / "checkpoint_v1_main-adfbd07.pt"
 EXPECTED = json.loads(FIXTURE.with_suffix(".json").read_text())

@@ -54,7 +54,8 @@ def test_two_process_gloo_training(tmp_path):
         assert torch.equal(rank0[name], rank1[name]), name        # 两个进程的权重（含 BN 统计量）完全相同
 
     # 只有 0 号进程写文件：一个 last.pt，没有临时文件或重复文件
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "history.json", "last.pt", "metrics.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "history.json", "last.pt", "metrics.json",
+                                                     "metrics.jsonl"]
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["global_step"] == 2
     assert not any(k.startswith("module.") for k in ckpt["model_state"])

@@ -16,7 +16,10 @@ from torch.utils.data import DataLoader
 from unet_course.checkpoint import load_checkpoint
 from unet_course.config import TrainConfig
 from unet_course.data.synthetic import SyntheticSegmentation
-from unet_course.engine import (
+from unet_course.errors import NonFiniteLossError
+from unet_course.losses import SegmentationLoss
+from unet_course.precision import amp_policy
+from unet_course.training import (
     History,
     build_optimizer,
     build_scheduler,
@@ -25,10 +28,8 @@ from unet_course.engine import (
     lr_factor,
     setup_logging,
     step_scheduler,
+    train_one_epoch,
 )
-from unet_course.errors import NonFiniteLossError
-from unet_course.losses import SegmentationLoss
-from unet_course.precision import amp_policy
 
 
 @pytest.fixture(autouse=True)
@@ -137,6 +138,56 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ckpt["epoch"] == 1                    # 第 1 轮的检查点保留下来
     assert all(torch.isfinite(v).all() for v in ckpt["model_state"].values() if v.is_floating_point())
+
+
+class _CountingScaler(torch.amp.GradScaler):
+    """A disabled GradScaler that counts its calls. 统计调用次数的（未启用的）GradScaler"""
+
+    def __init__(self) -> None:
+        super().__init__("cpu", enabled=False)
+        self.calls: list[str] = []
+
+    def scale(self, outputs):
+        self.calls.append("scale")
+        return super().scale(outputs)
+
+    def unscale_(self, optimizer):
+        self.calls.append("unscale_")
+        return super().unscale_(optimizer)
+
+    def step(self, optimizer, *args, **kwargs):
+        self.calls.append("step")
+        return super().step(optimizer, *args, **kwargs)
+
+    def update(self, new_scale=None):
+        self.calls.append("update")
+        return super().update(new_scale)
+
+
+def test_train_step_always_goes_through_the_scaler():
+    tl, _ = loaders()
+    model = nn.Conv2d(3, 2, 1)
+    before = model.weight.detach().clone()
+    scaler = _CountingScaler()
+    out = train_one_epoch(model, tl, torch.optim.SGD(model.parameters(), lr=0.1), SegmentationLoss(),
+                          torch.device("cpu"), amp_policy("cpu", "off"), scaler, max_steps=2)
+    assert out["steps"] == 2 and out["global_step"] == 2 and math.isfinite(out["loss"])
+    assert scaler.calls == ["scale", "unscale_", "step", "update"] * 2          # 每步各一次，无分支
+    assert not torch.equal(model.weight, before)                                  # 透传的 step 更新了参数
+
+
+def test_non_finite_gradient_stops_without_clipping():
+    """No grad_clip and no active scaler: an Inf gradient still stops training before the step.
+    不裁剪、未启用缩放器时，Inf 梯度仍会在更新参数之前停止训练
+    """
+    tl, _ = loaders()
+    model = nn.Conv2d(3, 2, 1)
+    model.weight.register_hook(lambda grad: grad * float("inf"))
+    before = model.weight.detach().clone()
+    with pytest.raises(NonFiniteLossError, match=r"Non-finite gradient norm .* epoch 1, step 1"):
+        train_one_epoch(model, tl, torch.optim.SGD(model.parameters(), lr=0.1), SegmentationLoss(),
+                        torch.device("cpu"), grad_clip=None)
+    assert torch.equal(model.weight, before)                                      # 权重未被修改
 
 
 def test_builders():

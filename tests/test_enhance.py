@@ -14,9 +14,9 @@ from unet_course.checkpoint import load_model
 from unet_course.config import TrainConfig
 from unet_course.data import build_dataset
 from unet_course.data.enhance import ENHANCED_MEAN, enhance_image, enhanced_channels
-from unet_course.engine import fit
 from unet_course.errors import ConfigError, DataError
 from unet_course.predict import predict_image, predict_with_meta, settings_from_meta
+from unet_course.training import fit
 
 
 def _low_contrast_rgb(seed: int = 0) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""wandb tracking: disabled by default, offline runs hold what was logged, no key -> offline.
-wandb 记录：默认关闭；离线运行中保存了记录的内容；没有密钥时退回离线模式
+"""Tracking: metrics.jsonl in every mode, wandb disabled by default, offline runs through the public API only,
+no key -> offline.
+实验记录：任何模式都写 metrics.jsonl；wandb 默认关闭；离线运行只用公开 API；没有密钥时退回离线模式
 """
 
 from __future__ import annotations
@@ -11,23 +12,36 @@ import pytest
 import torch
 
 from unet_course.errors import ConfigError
-from unet_course.tracking import Tracker, read_offline_history, resolve_wandb_key
+from unet_course.tracking import METRICS_FILE, Tracker, read_metrics_jsonl, resolve_wandb_key
 
 
-def test_disabled_does_not_import_wandb(tmp_path, monkeypatch):
+def test_disabled_does_not_import_wandb_but_writes_jsonl(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "wandb", raising=False)
     with Tracker("disabled", config={"a": 1}, dir=tmp_path) as tracker:
-        tracker.log({"x": 1.0}, step=1)
+        tracker.log({"x": 1.0, "t": torch.tensor(2.5), "bad": float("inf")}, step=1)
+        tracker.log({"x": 0.5}, step=2)
         assert not tracker.enabled and tracker.run_id is None
     assert "wandb" not in sys.modules
-    assert not any(tmp_path.iterdir())
+    assert [p.name for p in tmp_path.iterdir()] == [METRICS_FILE]          # 只有 metrics.jsonl，没有 wandb 目录
+    assert read_metrics_jsonl(tmp_path) == [{"step": 1, "x": 1.0, "t": 2.5}, {"step": 2, "x": 0.5}]
+    with Tracker("disabled", dir=tmp_path) as tracker:                      # 续训：追加而不是覆盖
+        tracker.log({"x": 0.25}, step=3)
+    assert [row["step"] for row in read_metrics_jsonl(tmp_path / METRICS_FILE)] == [1, 2, 3]
     with pytest.raises(ConfigError, match="disabled, offline, online"):
         Tracker("cloud")
 
 
-def test_non_main_rank_is_disabled(tmp_path):
+def test_no_dir_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Tracker("disabled").log({"x": 1.0}, step=1)
+    assert not any(tmp_path.iterdir())
+
+
+def test_non_main_rank_is_disabled_and_writes_nothing(tmp_path):
     tracker = Tracker("offline", dir=tmp_path, main_process=False)
     assert tracker.mode == "disabled" and not tracker.enabled
+    tracker.log({"x": 1.0}, step=1)
+    assert not any(tmp_path.iterdir())
 
 
 def test_online_without_key_falls_back_to_offline(tmp_path, monkeypatch, caplog):
@@ -44,7 +58,9 @@ def test_online_without_key_falls_back_to_offline(tmp_path, monkeypatch, caplog)
 
 
 def test_offline_run_records_metrics(tmp_path, monkeypatch):
-    """One offline run, read back from its .wandb file (no network). 一次离线运行，从 .wandb 文件读回"""
+    """One offline run: scalars in metrics.jsonl, panels and histograms handed to wandb (no network).
+    一次离线运行：标量写入 metrics.jsonl，图像面板与直方图交给 wandb
+    """
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
@@ -54,6 +70,14 @@ def test_offline_run_records_metrics(tmp_path, monkeypatch):
     model(images).sum().backward()
     with Tracker("offline", project="unet-course-test", run_name="t", config={"lr": 0.01}, dir=tmp_path) as tracker:
         assert tracker.enabled and tracker.mode == "offline"
+        sent: list[dict] = []
+        real_log = tracker.run.log
+
+        def spy(data, step=None):                               # 记录交给 wandb 的内容，再照常转交
+            sent.append(dict(data))
+            return real_log(data, step=step)
+
+        monkeypatch.setattr(tracker.run, "log", spy)
         tracker.log({"train/loss": 0.75, "skip/nan": float("nan")}, step=1)
         tracker.log({"val/dice": 0.625}, step=2)
         tracker.log_segmentation(images, masks, masks, step=2, mean=[0.5] * 3, std=[0.2] * 3,
@@ -63,23 +87,22 @@ def test_offline_run_records_metrics(tmp_path, monkeypatch):
     assert tracker.run is None                               # finish() 已运行
     assert run_dir is not None and run_dir.name.startswith("offline-run-")
     assert run_dir.is_relative_to(tmp_path)
-    rows = read_offline_history(run_dir)
-    merged = {k: v for row in rows for k, v in row.items()}
-    assert "train/loss" in merged, rows
-    assert merged["train/loss"] == 0.75 and merged["val/dice"] == 0.625
-    assert "skip/nan" not in merged
-    assert any(k.startswith("val/examples") for k in merged)           # 图像面板
-    assert any(k.startswith("weights/weight") for k in merged)          # 权重直方图
-    assert any(k.startswith("gradients/weight") for k in merged)        # 梯度直方图
-    assert list((run_dir / "files" / "media").rglob("*.png"))
+    assert read_metrics_jsonl(tmp_path) == [{"step": 1, "train/loss": 0.75}, {"step": 2, "val/dice": 0.625}]
+    keys = {k for row in sent for k in row}
+    assert {"train/loss", "val/dice", "val/examples"} <= keys and "skip/nan" not in keys
+    assert any(k.startswith("weights/weight") for k in keys)            # 权重直方图
+    assert any(k.startswith("gradients/weight") for k in keys)          # 梯度直方图
+    assert list((run_dir / "files" / "media").rglob("*.png"))           # 图像面板已写成 PNG
 
 
 def test_fit_logs_to_offline_run_and_stores_run_id(tmp_path, monkeypatch):
-    """``fit`` with wandb_mode="offline": metrics, panel and run id in the checkpoint. fit 的离线记录"""
+    """``fit`` with wandb_mode="offline": metrics.jsonl beside the checkpoints, run id in the checkpoint.
+    fit 的离线记录：metrics.jsonl 与检查点同目录，检查点中保存运行 id
+    """
     pytest.importorskip("wandb")
     from unet_course.checkpoint import load_checkpoint
     from unet_course.config import TrainConfig
-    from unet_course.engine import fit
+    from unet_course.training import fit
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     torch.set_num_threads(1)
@@ -90,7 +113,9 @@ def test_fit_logs_to_offline_run_and_stores_run_id(tmp_path, monkeypatch):
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     run_dirs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(run_dirs) == 1 and ckpt["wandb_run_id"] and run_dirs[0].name.endswith(ckpt["wandb_run_id"])
-    merged = {k: v for row in read_offline_history(run_dirs[0]) for k, v in row.items()}
-    assert merged["train/loss"] == pytest.approx(history.train_loss[0], rel=0.5)
-    assert merged["val/dice"] == pytest.approx(history.val_dice[0])
-    assert any(k.startswith("val/examples") for k in merged)
+    rows = read_metrics_jsonl(tmp_path / "run" / METRICS_FILE)
+    assert rows[0]["step"] == 1 and rows[0]["train/loss"] > 0                # 第 1 步的训练损失
+    last = rows[-1]
+    assert last["step"] == history.global_step == 2 and last["epoch"] == 1
+    assert last["train/epoch_loss"] == pytest.approx(history.train_loss[0])
+    assert last["val/dice"] == pytest.approx(history.val_dice[0])

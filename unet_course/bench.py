@@ -10,8 +10,8 @@ Each *mode* is a precision plus optional flags, joined with ``+``:
 * ``ckpt``: gradient checkpointing. 梯度检查点
 
 For every mode a fresh model (same seed) is trained for ``warmup + steps`` steps by the training engine itself:
-each step is one call of :func:`unet_course.engine.train_one_epoch` on a one-batch loader, with the optimiser from
-:func:`unet_course.engine.build_optimizer` and the loss, AMP policy, gradient clipping and channels_last handling of
+each step is one call of :func:`unet_course.training.train_one_epoch` on a one-batch loader, with the optimiser from
+:func:`unet_course.training.build_optimizer` and the loss, AMP policy, gradient clipping and channels_last handling of
 the default :class:`~unet_course.config.TrainConfig`. So the benchmark times the code that trains. Then inference
 runs under ``torch.inference_mode``. Throughput is ``batch_size / median step time`` (the median resists other processes
 stealing the CPU for a moment). Every mode is compared with ``fp32`` measured in the same run.
@@ -50,6 +50,7 @@ from .errors import ConfigError
 from .losses import SegmentationLoss
 from .model import UNet, count_parameters
 from .precision import amp_policy, autocast, cpu_has_fast_bf16, make_scaler, prefer_channels_last
+from .training import build_optimizer, train_one_epoch
 
 PRECISIONS = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}
 FLAGS = ("cl", "ckpt")
@@ -229,8 +230,6 @@ def _bench_mode(mode: str, device: torch.device, cfg: dict[str, Any], train: boo
     result: dict[str, Any] = {"amp": policy.name, "channels_last": channels_last, "gradient_checkpointing": ckpt}
 
     if train:
-        from .engine import build_optimizer, train_one_epoch
-
         tcfg = TrainConfig(mode="multiclass", base_channels=cfg["base_channels"], depth=cfg["depth"],
                            batch_size=b, channels_last=channels_last, gradient_checkpointing=ckpt)
         loss_fn = SegmentationLoss(mode=tcfg.mode, ce_weight=tcfg.ce_weight, dice_weight=tcfg.dice_weight,
@@ -335,7 +334,7 @@ def run_benchmark(base_channels: int = 64, depth: int = 4, image_size: int = 256
         "gflop_per_image": {k: round(v, 3) for k, v in flops.items()},
         "default_mode": default_mode(dev),
         "modes": {},
-        "train_step": "unet_course.engine.train_one_epoch on a one-batch loader, build_optimizer(TrainConfig())",
+        "train_step": "unet_course.training.train_one_epoch on a one-batch loader, build_optimizer(TrainConfig())",
         "memory_note": ("CUDA: torch.cuda.max_memory_allocated growth during the phase. CPU: growth of the "
                         "process RSS high-water mark during the phase (VmHWM reset via /proc/self/clear_refs)."),
     }

@@ -1,17 +1,25 @@
-"""Checkpoints: one file that is enough to resume training or to predict.
-检查点：一个文件既能续训也能用于预测
+"""Checkpoints: one file that is enough to resume training or to predict. This module owns the whole format.
+检查点：一个文件既能续训也能用于预测；检查点格式的全部规则都在本模块
 
-A checkpoint is a plain ``dict`` of Python scalars, lists, dicts and tensors (the format is listed in
-``docs/ARCHITECTURE.md``). Nothing in it needs pickled classes, so :func:`load_checkpoint` can always use
-``torch.load(..., weights_only=True)``, which cannot run code hidden in a downloaded file.
-检查点是只含基本类型与张量的字典，因此总能用 weights_only=True 安全加载
+A checkpoint is a plain ``dict`` of Python scalars, lists, dicts and tensors (the keys are listed in
+``docs/ARCHITECTURE.md`` and built in one place, :func:`build_state`). Nothing in it needs pickled classes, so
+:func:`load_checkpoint` always uses ``torch.load(..., weights_only=True)``, which cannot run code hidden in a
+downloaded file. 检查点是只含基本类型与张量的字典（由 build_state 统一构建），因此总能用 weights_only=True 安全加载
+
+The life of a checkpoint, one function each: 检查点的一生，每步一个函数：
+
+- :func:`build_state` -> :func:`save_checkpoint` (atomic) -> :func:`load_checkpoint` (clear errors);
+- :func:`restore_training_state` puts weights, optimiser, scheduler, loss scaler and RNG back for ``--resume``
+  after :func:`check_compatible` has compared classes and channels with the data; 续训时恢复全部训练状态
+- :func:`load_model` rebuilds the network for inference. 为推理重建网络
 
 Three habits keep checkpoints trustworthy:
 三个习惯让检查点可靠：
 
-1. **Atomic writes.** :func:`save_checkpoint` writes a temporary file in the same folder, flushes and ``fsync``\\ s it,
-   then ``os.replace``\\ s it over the target. A crash or Ctrl-C mid-write leaves the previous ``last.pt`` intact.
-   原子写入：先写同目录下的临时文件并 fsync，再用 os.replace 覆盖；中途崩溃不会损坏旧文件
+1. **Atomic writes.** :func:`save_checkpoint` goes through :func:`unet_course.files.write_with`: a temporary file
+   beside the target is fsync-ed and renamed over it, so a crash or Ctrl-C mid-write leaves the previous
+   ``last.pt`` intact. Temporaries left by ``kill -9`` are removed at the next save.
+   原子写入：先写同目录临时文件再重命名；被强制终止时遗留的临时文件在下次保存时删除
 2. **No NaN weights.** A state with non-finite weights is refused, so the last good checkpoint survives a
    diverged run. 拒绝保存含 NaN/Inf 的权重，发散的训练不会覆盖上一个好的检查点
 3. **Self-describing.** ``model_config``, ``mask_values``, ``normalization`` and ``preprocess`` travel with the
@@ -24,18 +32,23 @@ RNG states are stored too (Python, NumPy as lists, torch CPU and CUDA as uint8 t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import random
-import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from . import __version__
+from .config import TrainConfig
 from .errors import CheckpointError
+from .files import remove_stale_temporaries, to_plain, write_with
+from .model import build_model, unwrap_model
 
 #: Bumped when the layout of the checkpoint dict changes. 检查点结构改变时递增
 FORMAT_VERSION = 1
@@ -55,6 +68,9 @@ META_KEYS = (
     "best_metric",
     "wandb_run_id",
 )
+
+#: Per-epoch lists of the stored ``history``, cut back to the checkpoint's epoch on resume. 按轮记录的历史字段
+HISTORY_LISTS = ("epoch", "train_loss", "val_loss", "val_dice", "val_metrics", "lr", "epoch_time")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -101,10 +117,77 @@ def restore_rng_state(state: dict[str, Any] | None) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Building the state 构建检查点字典
+# ----------------------------------------------------------------------------------------------------------------
+def info_dict(info: Any) -> dict[str, Any]:
+    """A JSON-safe dict of the loaders' ``DataInfo`` (a dataclass or a namespace; ``{}`` for None).
+    把数据信息（DataInfo 或命名空间）转为基本类型字典
+
+    >>> from types import SimpleNamespace
+    >>> info_dict(SimpleNamespace(n_classes=2, mean=(0.5,), _private=1))
+    {'n_classes': 2, 'mean': [0.5]}
+    """
+    if info is None:
+        return {}
+    if dataclasses.is_dataclass(info):
+        return to_plain(dataclasses.asdict(info))
+    return to_plain({k: v for k, v in vars(info).items() if not k.startswith("_")})
+
+
+def build_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                scaler: torch.amp.GradScaler | None, *, cfg: TrainConfig, info: Any, n_classes: int,
+                in_channels: int, epoch: int, global_step: int, history: dict[str, Any],
+                run_id: str | None) -> dict[str, Any]:
+    """The checkpoint dict of a training run (the format of ``docs/ARCHITECTURE.md``).
+    构建训练检查点字典（格式见 docs/ARCHITECTURE.md）
+
+    Args:
+        model: the network (DDP / compiled wrappers are removed; weights are copied to the CPU). 网络
+        optimizer, scheduler, scaler: their ``state_dict()`` is stored (None for no scheduler / a disabled
+            scaler). 优化器、调度器与损失缩放器
+        cfg: the run's :class:`~unet_course.config.TrainConfig`. 训练配置
+        info: the loaders' ``DataInfo`` (``mask_values``, ``class_names``, ``mean``, ``std``, ``enhance``). 数据信息
+        n_classes, in_channels: classes in the data and image channels. 类别数与输入通道数
+        epoch, global_step: epochs and optimiser steps done. 已完成的轮数与优化步数
+        history: ``History.to_dict()``. 训练历史
+        run_id: the wandb run id, or None. wandb 运行 id
+    """
+    net = unwrap_model(model)
+    scaler_on = scaler is not None and scaler.is_enabled()
+    return {
+        "format_version": FORMAT_VERSION,
+        "model_config": dict(getattr(net, "config", {}) or {}) or None,
+        "model_state": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "mask_values": [int(v) for v in info.mask_values],
+        "class_names": [str(c) for c in info.class_names],
+        "normalization": {"mean": [float(m) for m in info.mean], "std": [float(s) for s in info.std]},
+        "preprocess": {"scale": float(cfg.scale), "in_channels": in_channels, "mode": cfg.mode,
+                       "threshold": float(cfg.threshold), "n_classes": n_classes,
+                       "ignore_index": int(cfg.ignore_index), "enhance": getattr(info, "enhance", "none")},
+        "train_config": cfg.to_dict(),
+        "versions": {"unet_course": str(__version__), "torch": str(torch.__version__)},
+        "epoch": epoch,
+        "global_step": global_step,
+        "optimizer_state": optimizer.state_dict(),
+        "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
+        "scaler_state": scaler.state_dict() if scaler_on else None,
+        "rng_state": capture_rng_state(),
+        "best_metric": history.get("best_metric"),
+        "wandb_run_id": run_id,
+        "history": history,
+        "data_info": info_dict(info),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Saving 保存
 # ----------------------------------------------------------------------------------------------------------------
 def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:
-    """Names of floating-point tensors that hold NaN or Inf. 含 NaN/Inf 的浮点张量名称"""
+    """Names of floating-point tensors that hold NaN or Inf. 含 NaN/Inf 的浮点张量名称
+
+    >>> non_finite_tensors({"w": torch.tensor([1.0, float("nan")]), "n": torch.tensor([3])})
+    ['w']
+    """
     bad = []
     for name, value in state_dict.items():
         if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
@@ -112,40 +195,25 @@ def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:
     return bad
 
 
-def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module inside ``DistributedDataParallel`` / ``torch.compile`` wrappers.
-    取出被 DDP 或 torch.compile 包装的原始模块
-    """
-    while True:
-        if hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-            model = model.module
-        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, torch.nn.Module):
-            model = model._orig_mod
-        else:
-            return model
-
-
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically.
+    """Write ``state`` to ``path`` atomically (through :func:`unet_course.files.write_with`).
     原子地把 state 写入 path
 
-    The bytes go to a temporary file in the same folder, which is flushed, ``fsync``-ed and renamed over ``path``
-    with ``os.replace`` (atomic on POSIX and Windows). If anything fails, the temporary file is removed and the old
-    ``path`` is untouched.
-    先写同目录临时文件，fsync 后 os.replace；失败时删除临时文件，旧文件保持不变
+    Temporaries that a killed run left beside ``path`` (``.last.pt.*.tmp``) are removed first. The new file
+    follows the user's umask. 先删除被强制终止的运行遗留的临时文件；新文件权限遵循 umask
 
     Args:
         path: destination, e.g. ``runs/train/last.pt``. 目标路径
-        state: the checkpoint dict (plain types and tensors). 检查点字典
+        state: the checkpoint dict (plain types and tensors, see :func:`build_state`). 检查点字典
 
     Returns:
         ``Path(path)``.
 
     Raises:
-        CheckpointError: ``state["model_state"]`` holds NaN/Inf weights (nothing is written), or the folder is
-            not writable.
+        CheckpointError: ``state["model_state"]`` holds NaN/Inf weights (nothing is written).
+        OutputError: the disk is full or the folder is not writable (the old file is kept).
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     model_state = state.get("model_state")
     if isinstance(model_state, dict):
         bad = non_finite_tensors(model_state)
@@ -155,36 +223,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
                 "The previous checkpoint is kept; lower the learning rate or turn AMP off and resume from it."
             )
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())   # 确保数据落盘后再替换
-        os.replace(tmp_name, path)
-    except BaseException:
-        # 任何失败（包括 Ctrl-C）都删除临时文件，旧检查点不受影响
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist the rename itself (POSIX only; a no-op elsewhere). 让重命名本身也落盘"""
-    try:
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    remove_stale_temporaries(path.parent, path.name)
+    return write_with(path, lambda handle: torch.save(state, handle), what="checkpoint")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -202,17 +242,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         The checkpoint dict.
 
     Raises:
-        CheckpointError: the file is missing, truncated/corrupt, holds pickled objects, or is not a unet-course
-            checkpoint. The message names the file and what to do.
+        CheckpointError: the path is missing or a folder; the file is empty, truncated, corrupt or not a
+            ``torch.save`` file; it holds pickled objects; or it is not a unet-course checkpoint. The message
+            names the file and what to do. 路径缺失或是目录、文件为空/截断/损坏、含 pickle 对象或不是本项目的检查点
     """
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise CheckpointError(
-            f"Checkpoint {str(path)!r} does not exist. Check the path; a training run writes last.pt and best.pt "
-            "in its out_dir (default runs/train)."
-        )
-    if path.is_dir():
-        raise CheckpointError(f"Checkpoint {str(path)!r} is a folder; pass the .pt file inside it (e.g. last.pt).")
+    path = _checked_file(Path(path).expanduser())
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -221,9 +255,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                 f"Checkpoint {str(path)!r} holds pickled Python objects, which are not loaded for safety "
                 "(weights_only=True). Re-save it with unet_course.checkpoint.save_checkpoint."
             ) from None
-        raise _corrupt(path, exc) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
-        raise _corrupt(path, exc) from None
+        raise _corrupt(path, f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - torch.load 对损坏文件可能抛出各种异常
+        raise _corrupt(path, f"{type(exc).__name__}: {exc}") from None
     if not isinstance(ckpt, dict) or "model_state" not in ckpt:
         kind = type(ckpt).__name__
         hint = " It looks like a bare state_dict;" if isinstance(ckpt, dict) else ""
@@ -234,17 +268,136 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return ckpt
 
 
-def _corrupt(path: Path, exc: BaseException) -> CheckpointError:
+def _checked_file(path: Path) -> Path:
+    """``path`` if it is a non-empty zip file as ``torch.save`` writes; a clear CheckpointError otherwise.
+    检查路径存在、不是目录、非空，且是 torch.save 写出的 zip 文件
+    """
+    if not path.exists():
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} does not exist. Check the path; a training run writes last.pt and best.pt "
+            "in its out_dir (default runs/train)."
+        )
+    if path.is_dir():
+        found = ", ".join(sorted(p.name for p in path.glob("*.pt"))[:5]) or "none"
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} is a folder, not a file; pass a checkpoint inside it, e.g. "
+            f"{str(path / 'last.pt')!r} (.pt files there: {found})."
+        )
+    size = path.stat().st_size
+    if size == 0:
+        raise _corrupt(path, "the file is empty, 0 bytes")
+    if not zipfile.is_zipfile(path):      # torch.save 写出的是 zip；截断的文件缺少 zip 目录
+        raise _corrupt(path, f"{size} bytes that are not the zip archive torch.save writes")
+    return path
+
+
+def _corrupt(path: Path, reason: str) -> CheckpointError:
     siblings = [p.name for p in (path.with_name("last.pt"), path.with_name("best.pt")) if p != path and p.exists()]
-    other = f" Other checkpoints in that folder: {', '.join(siblings)}" if siblings else ""
+    other = f" Other checkpoints in that folder: {', '.join(siblings)}." if siblings else ""
     return CheckpointError(
-        f"Checkpoint {str(path)!r} is truncated or corrupt ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})."
-        " Checkpoints are written atomically, so this file was probably cut short by a copy or download; the last"
-        f" good one is never overwritten by a failed save.{other} Resume from the good file, e.g."
+        f"Checkpoint {str(path)!r} is truncated or corrupt ({reason.splitlines()[0][:120]}). Checkpoints are"
+        " written atomically, so this file was probably cut short by a copy or download, or is not a checkpoint;"
+        f" the last good one is never overwritten by a failed save.{other} Resume from a good file, e.g."
         " `unet-course train --resume runs/train/best.pt`."
     )
 
 
+def check_compatible(ckpt: dict[str, Any], path: str | os.PathLike, n_classes: int, in_channels: int,
+                     mask_values: list[int]) -> None:
+    """Raise :class:`CheckpointError` if the checkpoint was made for other classes or input channels.
+    检查点的类别数或输入通道与数据不一致时报错
+
+    Args:
+        ckpt: a dict from :func:`load_checkpoint`. 检查点字典
+        path: its file (named in the message). 文件路径
+        n_classes, in_channels, mask_values: what the data have. 数据的类别数、通道数与掩码取值
+    """
+    mc = ckpt.get("model_config") or {}
+    ck_values = ckpt.get("mask_values")
+    pre = ckpt.get("preprocess") or {}
+    ck_classes = len(ck_values) if ck_values else pre.get("n_classes", mc.get("n_classes"))
+    ck_channels = mc.get("in_channels", pre.get("in_channels"))
+    if ck_classes is not None and int(ck_classes) != n_classes:
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} was trained for {ck_classes} classes (mask_values {ck_values}), but the "
+            f"data have {n_classes} classes (mask_values {list(mask_values)}). Resume only on the same "
+            "dataset, or start a fresh run without --resume."
+        )
+    if ck_channels is not None and int(ck_channels) != in_channels:
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} expects {ck_channels} input channel(s), but the data have {in_channels}. "
+            "Resume only on the same dataset, or start a fresh run without --resume."
+        )
+
+
+def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: str | os.PathLike, hint: str) -> None:
+    """Load ``ckpt["model_state"]`` into ``model`` (a ``module.`` prefix from DDP is dropped).
+    把检查点权重载入模型（去掉 DDP 的 module. 前缀）
+
+    Raises:
+        CheckpointError: the weights do not fit ``model``; ``hint`` says what to change. 权重与模型不匹配
+    """
+    state = {k.removeprefix("module."): v for k, v in ckpt["model_state"].items()}
+    try:
+        unwrap_model(model).load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"Weights in {str(path)!r} do not fit this model ({str(exc).splitlines()[0]}). It was saved with "
+            f"model_config {ckpt.get('model_config')}; {hint}"
+        ) from None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resuming 续训
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class ResumeState:
+    """What a resumed run continues from. 续训的起点
+
+    Attributes:
+        epoch: epochs already done. 已完成的轮数
+        global_step: optimiser steps already taken. 已执行的优化步数
+        run_id: the wandb run to continue (or None). 要续写的 wandb 运行
+        history: the stored history dict, its per-epoch lists cut back to ``epoch``. 截断到该轮的历史
+        wall_time: seconds spent by the earlier runs. 之前运行的总耗时
+    """
+
+    epoch: int
+    global_step: int
+    run_id: str | None
+    history: dict[str, Any]
+    wall_time: float
+
+
+def restore_training_state(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                           scheduler: Any, scaler: torch.amp.GradScaler | None, *, n_classes: int,
+                           in_channels: int, mask_values: list[int]) -> ResumeState:
+    """Load ``path`` and put back weights, optimiser, scheduler, loss scaler and RNG for ``--resume``.
+    读取检查点并恢复权重、优化器、调度器、损失缩放器与随机数状态
+
+    Raises:
+        CheckpointError: unreadable file, other classes/channels than the data, or weights that do not fit.
+    """
+    ckpt = load_checkpoint(path, map_location="cpu")
+    check_compatible(ckpt, path, n_classes, in_channels, mask_values)
+    load_weights(model, ckpt, path, "use the same base_channels/depth/bilinear.")
+    optimizer.load_state_dict(ckpt["optimizer_state"])
+    if scheduler is not None and ckpt.get("scheduler_state") is not None:
+        scheduler.load_state_dict(ckpt["scheduler_state"])
+    if scaler is not None and scaler.is_enabled() and ckpt.get("scaler_state"):
+        scaler.load_state_dict(ckpt["scaler_state"])
+    restore_rng_state(ckpt.get("rng_state"))
+    epoch = int(ckpt.get("epoch", 0))
+    history = dict(ckpt.get("history") or {})
+    for name in HISTORY_LISTS:        # best.pt 之后的记录不属于这次续训
+        history[name] = list(history.get(name) or [])[:epoch]
+    return ResumeState(epoch=epoch, global_step=int(ckpt.get("global_step", 0)), run_id=ckpt.get("wandb_run_id"),
+                       history=history, wall_time=float(history.get("wall_time") or 0.0))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Inference 推理
+# ----------------------------------------------------------------------------------------------------------------
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the network stored in a checkpoint, ready for inference.
     根据检查点重建网络，直接用于推理
@@ -265,8 +418,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
         model, meta = load_model("runs/train/best.pt")
         mean, std = meta["normalization"]["mean"], meta["normalization"]["std"]
     """
-    from .model import build_model
-
     ckpt = load_checkpoint(path, map_location="cpu")
     config = ckpt.get("model_config")
     if not isinstance(config, dict):
@@ -275,13 +426,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
         model = build_model(dict(config))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"Checkpoint {str(path)!r} has an unusable model_config {config!r}: {exc}") from None
-    state = {k.removeprefix("module."): v for k, v in ckpt["model_state"].items()}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"Weights in {str(path)!r} do not match its model_config {config!r}: {str(exc).splitlines()[0]}"
-        ) from None
+    load_weights(model, ckpt, path, "the file does not match its own model_config.")
     model.to(device).eval()
     meta = {key: ckpt.get(key) for key in META_KEYS}
     return model, meta

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from .errors import ConfigError
+from .model import unwrap_model
 
 logger = logging.getLogger("unet_course")
 
@@ -286,8 +287,6 @@ def debug_dump(model: torch.nn.Module) -> Path | None:
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     path = Path(folder) / f"rank{rank}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    from .checkpoint import unwrap_model
-
     state = {k: v.detach().cpu() for k, v in unwrap_model(model).state_dict().items()}
     torch.save(state, path)
     return path

@@ -16,10 +16,16 @@ Tracker 是 wandb 的薄封装，有三种模式：
 Only rank 0 of a distributed job talks to wandb; the other ranks get a disabled tracker.
 分布式训练中只有 0 号进程与 wandb 通信
 
-What gets logged (by :mod:`unet_course.engine`): the config, train loss and learning rate per step, validation
-metrics per epoch, an image / ground truth / prediction panel, and weight and gradient histograms (skipped when a
-tensor holds NaN/Inf, which wandb cannot bin).
+What gets logged (by :func:`unet_course.training.fit`): the config, train loss and learning rate per step,
+validation metrics per epoch, an image / ground truth / prediction panel, and weight and gradient histograms
+(skipped when a tensor holds NaN/Inf, which wandb cannot bin).
 记录内容：配置、每步训练损失与学习率、每轮验证指标、图像/真值/预测面板，以及权重和梯度直方图（含 NaN/Inf 时跳过）
+
+Whatever the mode, every :meth:`Tracker.log` call is also appended as one JSON line to ``<dir>/metrics.jsonl``
+(beside the checkpoints), so tests and notebooks read the scalars back with :func:`read_metrics_jsonl` without
+looking inside wandb's files. Only wandb's public API (``wandb.init``, ``run.log``, ``run.finish``) is used.
+无论哪种模式，每次 log 调用都会追加一行 JSON 到 <dir>/metrics.jsonl（与检查点同目录），
+测试与 notebook 用 read_metrics_jsonl 读回；只使用 wandb 的公开 API
 """
 
 from __future__ import annotations
@@ -28,8 +34,6 @@ import json
 import logging
 import netrc
 import os
-import struct
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,8 +43,12 @@ import torch
 
 from .config import WANDB_MODES
 from .errors import ConfigError
+from .files import disk_error, to_plain
 
 logger = logging.getLogger("unet_course")
+
+#: The scalar log the tracker writes in its ``dir`` (one JSON object per ``log`` call). 标量记录文件名
+METRICS_FILE = "metrics.jsonl"
 
 KEY_HELP = (
     "To log online, set the WANDB_API_KEY environment variable (on Kaggle: Add-ons > Secrets > add a secret named "
@@ -55,7 +63,7 @@ def resolve_wandb_key() -> str | None:
     Returns:
         The key, or None when there is none.
     """
-    try:  # Kaggle 内核中才有 kaggle_secrets 模块
+    try:  # kaggle_secrets exists only inside a Kaggle kernel Kaggle 内核中才有 kaggle_secrets 模块
         from kaggle_secrets import UserSecretsClient  # type: ignore[import-not-found]
 
         key = UserSecretsClient().get_secret("WANDB_API_KEY")
@@ -100,14 +108,21 @@ class Tracker:
         project: wandb project name. 项目名
         run_name: display name of the run (None lets wandb choose). 运行名称
         config: dict logged as the run config (e.g. ``TrainConfig.to_dict()``). 运行配置
-        dir: parent folder of the ``wandb/`` run folder (None: ``$WANDB_DIR`` or the current folder). 运行目录的父目录
+        dir: parent folder of the ``wandb/`` run folder and home of ``metrics.jsonl`` (None: ``$WANDB_DIR`` or
+            the current folder for wandb, and no ``metrics.jsonl``). 运行目录的父目录，也是 metrics.jsonl 所在目录
         resume_id: id of an earlier run to continue (stored in checkpoints as ``wandb_run_id``). 要续写的运行 id
         main_process: False on ranks other than 0 (then the tracker is disabled). 非 0 号进程传 False
 
-    Use it as a context manager so that ``finish()`` runs even when training fails::
+    Use it as a context manager so that ``finish()`` runs even when training fails. Every ``log`` call is
+    appended to ``<dir>/metrics.jsonl`` in all modes (rank 0 only); a resumed run appends to the same file.
+    作为上下文管理器使用，训练失败时也会调用 finish()；每次 log 都追加到 <dir>/metrics.jsonl
 
-        with Tracker("offline", config=cfg.to_dict(), dir="runs/train") as tracker:
-            tracker.log({"train/loss": 0.3}, step=10)
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> with Tracker("disabled", dir=folder) as tracker:
+    ...     tracker.log({"train/loss": 0.25, "bad": float("nan")}, step=10)
+    >>> read_metrics_jsonl(folder / "metrics.jsonl")
+    [{'step': 10, 'train/loss': 0.25}]
 
     Raises:
         ConfigError: unknown ``mode``.
@@ -122,6 +137,7 @@ class Tracker:
         self.mode = mode if main_process else "disabled"
         self.run: Any = None
         self._wandb: Any = None
+        self.metrics_path = Path(dir) / METRICS_FILE if (dir is not None and main_process) else None
         if self.mode == "disabled":
             return
         os.environ.setdefault("WANDB_SILENT", "true")          # 不打印 wandb 的横幅，也不提示登录
@@ -134,7 +150,7 @@ class Tracker:
             else:
                 os.environ["WANDB_API_KEY"] = key
         try:
-            import wandb
+            import wandb  # optional and slow to import: only when tracking is on 可选依赖，只在启用时导入
         except ImportError:
             logger.warning("wandb is not installed; tracking is disabled (pip install wandb).")
             self.mode = "disabled"
@@ -185,18 +201,31 @@ class Tracker:
 
     # ------------------------------------------------------------------
     def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        """Log scalars (non-finite floats are dropped with a debug message). 记录标量（丢弃非有限值）"""
-        if self.run is None:
-            return
+        """Log scalars to ``metrics.jsonl`` and, when on, to wandb (non-finite floats are dropped).
+        记录标量到 metrics.jsonl，启用时也记录到 wandb（丢弃非有限值）
+        """
         clean = {}
         for key, value in metrics.items():
             if isinstance(value, torch.Tensor):
                 value = value.item() if value.numel() == 1 else value.tolist()
             if isinstance(value, float) and not np.isfinite(value):
-                logger.debug("wandb: dropping non-finite %s=%r", key, value)
+                logger.debug("tracking: dropping non-finite %s=%r", key, value)
                 continue
             clean[key] = value
-        self.run.log(clean, step=step)
+        if self.metrics_path is not None:
+            self._append_jsonl({"step": step, **clean})
+        if self.run is not None:
+            self.run.log(clean, step=step)
+
+    def _append_jsonl(self, row: dict[str, Any]) -> None:
+        """Append one JSON line (the file and its folder are created on first use). 追加一行 JSON"""
+        path = self.metrics_path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(to_plain(row)) + "\n")
+        except OSError as exc:
+            raise disk_error(path, exc, "metrics log") from None
 
     def update_config(self, values: dict[str, Any]) -> None:
         """Add values to the run config (e.g. dataset sizes found after start). 向运行配置追加取值"""
@@ -261,23 +290,14 @@ class Tracker:
             for key, value in values.items():
                 self.run.summary[key] = value
 
-    def finish(self, exit_code: int = 0, flush_timeout: float = 15.0) -> None:
-        """Close the run (idempotent). 结束运行（可重复调用）
-
-        wandb writes the offline ``.wandb`` file from a background service, which may still be writing when
-        ``run.finish()`` returns; for offline runs we wait (up to ``flush_timeout`` seconds) until the file holds
-        its final record, so ``wandb sync`` and :func:`read_offline_history` see every row.
-        离线模式下等待后台服务写完 .wandb 文件（最多 flush_timeout 秒），以便之后同步或读取
-        """
+    def finish(self, exit_code: int = 0) -> None:
+        """Close the wandb run (idempotent; ``metrics.jsonl`` needs no closing). 结束运行（可重复调用）"""
         if self.run is None:
             return
-        run_dir = self.run_dir
         try:
             self.run.finish(exit_code=exit_code)
         finally:
             self.run = None
-        if self.mode == "offline" and run_dir is not None:
-            _wait_for_exit_record(run_dir, flush_timeout)
 
     def __enter__(self) -> Tracker:
         return self
@@ -286,97 +306,21 @@ class Tracker:
         self.finish(exit_code=0 if exc_type is None else 1)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Reading an offline run back 读取离线运行
-# ----------------------------------------------------------------------------------------------------------------
-_HEADER_LEN = 7          # b":W&B" + 2-byte magic + 1-byte version 文件头
-_BLOCK = 32768           # records are packed into 32 KiB blocks 记录按 32 KiB 分块
-_RECORD_HEADER = 7       # crc32 (4) + length (2) + type (1) 记录头
-
-
-def _iter_record_bytes(path: Path):
-    """Yield the raw protobuf payloads of a ``.wandb`` file (a LevelDB-style log). 逐条读出 .wandb 文件中的记录"""
-    data = path.read_bytes()
-    if not data.startswith(b":W&B"):
-        raise ValueError(f"{path} is not a wandb run file")
-    pos, chunks = _HEADER_LEN, []
-    while pos + _RECORD_HEADER <= len(data):
-        room = _BLOCK - pos % _BLOCK
-        if room < _RECORD_HEADER:        # 块尾剩余空间不足一个记录头时为填充字节
-            pos += room
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + _RECORD_HEADER])
-        pos += _RECORD_HEADER
-        payload = data[pos:pos + length]
-        pos += length
-        if kind == 0 and length == 0:
-            break
-        if kind == 1:                    # FULL 完整记录
-            yield payload
-        elif kind == 2:                  # FIRST
-            chunks = [payload]
-        elif kind == 3:                  # MIDDLE
-            chunks.append(payload)
-        elif kind == 4:                  # LAST
-            chunks.append(payload)
-            yield b"".join(chunks)
-            chunks = []
-
-
-def _record_types(path: Path) -> list[str]:
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    kinds = []
-    for payload in _iter_record_bytes(path):
-        record = pb.Record()
-        record.ParseFromString(payload)
-        kinds.append(record.WhichOneof("record_type"))
-    return kinds
-
-
-def _wait_for_exit_record(run_dir: Path, timeout: float) -> bool:
-    """Poll the run file until its ``exit`` record is written. 轮询直到运行文件写入 exit 记录"""
-    deadline = time.monotonic() + timeout
-    while True:
-        files = sorted(Path(run_dir).glob("run-*.wandb"))
-        try:
-            if files and "exit" in _record_types(files[0]):
-                return True
-        except (OSError, ValueError, struct.error):
-            pass
-        if time.monotonic() >= deadline:
-            logger.debug("wandb run file in %s is still incomplete after %.0f s", run_dir, timeout)
-            return False
-        time.sleep(0.1)
-
-
-def read_offline_history(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows logged to an offline run, read back from its ``run-<id>.wandb`` file (for tests and notebooks).
-    从离线运行的 .wandb 文件读回记录的每一行（供测试与 notebook 使用）
+def read_metrics_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows a :class:`Tracker` logged, read back from its ``metrics.jsonl`` (one dict per ``log`` call).
+    读回 Tracker 写出的 metrics.jsonl（每次 log 调用一个字典）
 
     Args:
-        run_dir: the ``offline-run-*`` folder. 离线运行目录
+        path: the ``metrics.jsonl`` file, or the run folder that holds it. 文件或其所在目录
 
     Returns:
-        One dict per ``log`` call, mapping keys to decoded JSON values (``_step`` included).
-    """
-    from wandb.proto import wandb_internal_pb2 as pb
+        A list of dicts, each with ``step`` and the logged keys, in logging order. 按记录顺序的字典列表
 
-    files = sorted(Path(run_dir).glob("run-*.wandb"))
-    if not files:
-        raise FileNotFoundError(f"no run-*.wandb file in {run_dir}")
-    rows: list[dict[str, Any]] = []
-    for payload in _iter_record_bytes(files[0]):
-        record = pb.Record()
-        record.ParseFromString(payload)
-        if record.WhichOneof("record_type") != "history":
-            continue
-        row = {}
-        for item in record.history.item:
-            key = item.key or "/".join(item.nested_key)
-            try:
-                row[key] = json.loads(item.value_json)
-            except json.JSONDecodeError:
-                row[key] = item.value_json
-        rows.append(row)
-    return rows
+    Raises:
+        FileNotFoundError: no such file. 文件不存在
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]

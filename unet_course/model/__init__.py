@@ -2,7 +2,7 @@
 U-Net 模型：组成模块、网络本身，以及查看其内部的工具
 
 - :mod:`.parts`: ``DoubleConv``, ``Down``, ``Up``, ``OutConv``, ``PadToMultiple``
-- :mod:`.unet`: ``UNet`` and ``build_model(config)``
+- :mod:`.unet`: ``UNet``, ``build_model(config)`` and ``unwrap_model`` (DDP / torch.compile wrappers)
 - :mod:`.describe`: ``describe`` (shape trace), ``count_parameters`` and the convolution size formulas
 """
 
@@ -17,7 +17,7 @@ from .describe import (
     transposed_conv_output_size,
 )
 from .parts import DoubleConv, Down, OutConv, PadToMultiple, Up
-from .unet import CONFIG_KEYS, UNet, build_model, frozen_batchnorm_stats
+from .unet import CONFIG_KEYS, UNet, build_model, frozen_batchnorm_stats, unwrap_model
 
 __all__ = [
     "CONFIG_KEYS",
@@ -35,4 +35,5 @@ __all__ = [
     "describe",
     "frozen_batchnorm_stats",
     "transposed_conv_output_size",
+    "unwrap_model",
 ]

@@ -188,3 +188,20 @@ def build_model(config: dict[str, Any]) -> UNet:
     if unknown:
         raise ConfigError(f"Unknown model config key(s): {', '.join(unknown)}. Known keys: {', '.join(CONFIG_KEYS)}.")
     return UNet(**config)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain module inside ``DistributedDataParallel`` / ``torch.compile`` wrappers (unchanged otherwise).
+    取出被 DDP 或 torch.compile 包装的原始模块（未包装时原样返回）
+
+    >>> net = nn.Linear(2, 2)
+    >>> unwrap_model(net) is net
+    True
+    """
+    while True:
+        inner = getattr(model, "module", None)                  # DistributedDataParallel
+        if not isinstance(inner, nn.Module):
+            inner = getattr(model, "_orig_mod", None)           # torch.compile 的 OptimizedModule
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner

@@ -1,0 +1,110 @@
+"""The optimiser and the *学习率调度器*（learning rate scheduler）named by a :class:`~unet_course.config.TrainConfig`.
+按训练配置构建优化器与学习率调度器
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import OPTIMIZERS, SCHEDULERS, TrainConfig
+from ..errors import ConfigError
+
+
+def build_optimizer(params: Iterable[nn.Parameter] | nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser named by ``cfg.optimizer``.
+    按 cfg.optimizer 构建优化器
+
+    Args:
+        params: a model or its parameters (frozen ones are skipped). 模型或其参数（跳过冻结参数）
+        cfg: uses ``optimizer`` (``adam`` | ``adamw`` | ``rmsprop`` | ``sgd``), ``lr``, ``weight_decay``,
+            ``momentum`` (RMSprop/SGD; SGD uses Nesterov when ``momentum > 0``). 使用的字段
+
+    Raises:
+        ConfigError: an unknown optimiser name (the message lists the allowed ones).
+
+    >>> opt = build_optimizer(nn.Linear(2, 2), TrainConfig(optimizer="sgd", lr=0.1))
+    >>> type(opt).__name__, opt.param_groups[0]["lr"]
+    ('SGD', 0.1)
+    """
+    if isinstance(params, nn.Module):
+        params = params.parameters()
+    params = [p for p in params if p.requires_grad]
+    name = str(cfg.optimizer).lower()
+    if name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+                               nesterov=cfg.momentum > 0)
+    raise ConfigError(f"Unknown optimizer {cfg.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}.")
+
+
+def lr_factor(epoch: int, epochs: int, kind: str, warmup_epochs: int = 0, power: float = 0.9) -> float:
+    """Multiplier of the base LR in ``epoch`` (0-based) for the cosine and poly schedules.
+    cosine 与 poly 调度在第 epoch 轮（从 0 计）的学习率倍数
+
+    Warm-up rises linearly over ``warmup_epochs``; then cosine falls as ``(1 + cos(pi t)) / 2`` and poly as
+    ``(1 - t) ** power`` with ``t`` the fraction of the remaining epochs already done.
+    先线性预热，然后按余弦或多项式下降
+
+    >>> [round(lr_factor(e, 4, "poly"), 3) for e in range(4)]
+    [1.0, 0.772, 0.536, 0.287]
+    >>> [round(lr_factor(e, 4, "cosine", warmup_epochs=1), 3) for e in range(4)]
+    [0.5, 1.0, 0.75, 0.25]
+    """
+    if epoch < warmup_epochs:
+        return (epoch + 1) / (warmup_epochs + 1)
+    t = (epoch - warmup_epochs) / max(1, epochs - warmup_epochs)
+    t = min(max(t, 0.0), 1.0)
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    return (1.0 - t) ** power
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> Any:
+    """The learning rate scheduler named by ``cfg.scheduler``; stepped once per epoch by :func:`step_scheduler`.
+    按 cfg.scheduler 构建学习率调度器，每轮由 step_scheduler 调用一次
+
+    - ``plateau``: ``ReduceLROnPlateau(mode="max")`` on the validation Dice, cut by ``plateau_factor`` after
+      ``plateau_patience`` epochs without improvement; 验证 Dice 停止上升时降低学习率
+    - ``cosine`` / ``poly``: :func:`lr_factor` with ``warmup_epochs``; 余弦或多项式衰减（带预热）
+    - ``none``: returns None. 不使用调度器
+
+    Raises:
+        ConfigError: an unknown scheduler name (the message lists the allowed ones).
+
+    >>> opt = build_optimizer(nn.Linear(2, 2), TrainConfig(lr=1.0))
+    >>> type(build_scheduler(opt, TrainConfig(scheduler="plateau"))).__name__
+    'ReduceLROnPlateau'
+    """
+    name = str(cfg.scheduler).lower()
+    if name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=1e-7)
+    if name in ("cosine", "poly"):
+        epochs, warmup = int(cfg.epochs), int(cfg.warmup_epochs)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, epochs, name, warmup))
+    if name == "none":
+        return None
+    raise ConfigError(f"Unknown scheduler {cfg.scheduler!r}; choose one of: {', '.join(SCHEDULERS)}.")
+
+
+def step_scheduler(scheduler: Any, val_score: float | None) -> None:
+    """Advance the scheduler by one epoch (``ReduceLROnPlateau`` needs the validation score; it skips a missing one).
+    调度器前进一轮（ReduceLROnPlateau 需要验证指标，缺失时跳过）
+    """
+    if scheduler is None:
+        return
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        if val_score is not None and math.isfinite(val_score):
+            scheduler.step(val_score)
+    else:
+        scheduler.step()
