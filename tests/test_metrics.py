@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from unet_course.errors import ConfigError, DataError
-from unet_course.metrics import ConfusionMatrix, logits_to_labels, roc_auc
+from unet_course.metrics import ConfusionMatrix, logits_to_labels, logits_to_probs, probs_to_labels, roc_auc
 
 
 def set_metrics(pred: np.ndarray, target: np.ndarray, k: int, ignore: int = 255) -> dict[str, list[float]]:
@@ -135,6 +135,43 @@ def test_logits_to_labels():
         logits_to_labels(logits, "multiclass")
     with pytest.raises(ConfigError):
         logits_to_labels(logits, "binary", threshold=1.0)
+
+
+@pytest.mark.parametrize("mode,channels", [("binary", 1), ("multiclass", 2), ("multiclass", 4)])
+def test_logits_to_labels_is_probs_to_labels_of_logits_to_probs(mode: str, channels: int) -> None:
+    """One decision rule: the composition gives exactly logits_to_labels, for every threshold.
+    只有一条决策规则：两步组合与 logits_to_labels 完全一致
+    """
+    torch.manual_seed(0)
+    logits = torch.randn(2, channels, 5, 6) * 3
+    probs = logits_to_probs(logits, mode)
+    assert probs.shape == (2, max(channels, 2), 5, 6)
+    torch.testing.assert_close(probs.sum(1), torch.ones(2, 5, 6))
+    for threshold in (0.1, 0.5, 0.9):
+        composed = probs_to_labels(probs, mode, threshold)
+        assert torch.equal(logits_to_labels(logits, mode, threshold), composed)
+    if mode == "multiclass":
+        assert torch.equal(logits_to_labels(logits, mode, 0.9), logits.argmax(1))   # 多分类与阈值无关
+    else:
+        assert torch.equal(logits_to_labels(logits, mode, 0.3), (torch.sigmoid(logits[:, 0]) >= 0.3).long())
+
+
+def test_binary_threshold_edge_is_inclusive() -> None:
+    """A pixel exactly at the threshold is foreground (p >= t), through both paths.
+    概率恰好等于阈值的像素记为前景
+    """
+    logits = torch.zeros(1, 1, 1, 2)                               # sigmoid(0) == 0.5 exactly
+    assert logits_to_labels(logits, "binary", 0.5).tolist() == [[[1, 1]]]
+    probs = np.array([[[0.75, 0.25]], [[0.25, 0.75]]], dtype=np.float32)    # (K=2, 1, 2) numpy
+    assert probs_to_labels(probs, "binary", 0.75).tolist() == [[0, 1]]
+    assert probs_to_labels(probs, "binary", 0.7500001).tolist() == [[0, 0]]
+    assert probs_to_labels(probs, "multiclass").tolist() == [[0, 1]]
+    with pytest.raises(ConfigError, match="2 channels"):
+        probs_to_labels(np.ones((3, 1, 2)) / 3, "binary")
+    with pytest.raises(ConfigError, match="threshold"):
+        probs_to_labels(probs, "binary", 0.0)
+    with pytest.raises(ConfigError, match="Unknown mode"):
+        logits_to_probs(logits, "sigmoid")
 
 
 def brute_force_auc(scores: np.ndarray, truth: np.ndarray) -> float:

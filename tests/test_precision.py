@@ -142,3 +142,12 @@ def test_no_torch_cuda_amp_anywhere():
     root = Path(unet_course.__file__).parent
     offenders = [str(p) for p in root.rglob("*.py") if "torch.cuda.amp" in p.read_text(encoding="utf-8")]
     assert offenders == []
+
+
+def test_as_policy_passes_policies_through_and_reads_mode_strings():
+    bf16 = amp_policy("cpu", "bf16")
+    assert precision.as_policy(bf16, "cuda") is bf16                     # 策略对象原样返回
+    assert precision.as_policy(None, "cpu").name == "fp32"
+    assert precision.as_policy("auto", "cpu") == amp_policy("cpu", "auto")  # auto 只有一种含义
+    with pytest.raises(ConfigError, match="amp"):
+        precision.as_policy("fp8", "cpu")

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import torch
 
-from unet_course.predict import compare_resize_vs_sliding
+from unet_course.inference import compare_resize_vs_sliding
 
 TRAIN_SIZE = 64     # 训练切片边长
 STEPS = 300         # 固定步数，结果与机器负载无关

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from unet_course import viz
+from unet_course.errors import DataError
+from unet_course.inference import Prediction, tile_starts
 
 
 def _image(h: int = 24, w: int = 30) -> np.ndarray:
@@ -41,16 +43,27 @@ def test_overlay_of_a_01_mask_is_not_all_black() -> None:
     assert viz.overlay(gray, _binary_mask()).shape == (24, 30, 3)
 
 
-def test_mask_to_indices_ranks_raw_values_or_uses_mask_values() -> None:
+def test_class_indices_read_raw_values_only_through_mask_values() -> None:
+    """Raw values go through data.masks.values_to_indices; nothing is guessed from the values themselves.
+    原始取值只能通过 mask_values 映射，不根据取值猜测
+    """
     raw = np.array([[0, 255], [255, 0]], dtype=np.uint8)
-    assert viz.mask_to_indices(raw).tolist() == [[0, 1], [1, 0]]
+    assert viz.class_indices(raw, mask_values=[0, 255]).tolist() == [[0, 1], [1, 0]]
     # ISBI 约定：255 为类别 0，0 为类别 1（膜）
-    assert viz.mask_to_indices(raw, mask_values=[255, 0]).tolist() == [[1, 0], [0, 1]]
-    assert viz.mask_to_indices(np.array([[0, 1, 2]])).tolist() == [[0, 1, 2]]
-    # 数据集样本的 "mask"：类别索引加 ignore_index=255
+    assert viz.class_indices(raw, mask_values=[255, 0]).tolist() == [[1, 0], [0, 1]]
+    with pytest.raises(DataError, match=r"value\(s\) 7 .*mask_values \[0, 255\]"):
+        viz.class_indices(np.array([[0, 7]], np.uint8), mask_values=[0, 255])
+    # without mask_values a mask is class indices; 255 is ignore_index 没有 mask_values 时视为类别索引
+    assert viz.class_indices(np.array([[0, 1, 2]])).tolist() == [[0, 1, 2]]
     item_mask = torch.tensor([[0, 1, 255]])
-    assert viz.mask_to_indices(item_mask).tolist() == [[0, 1, -1]]
-    assert viz.colorize(viz.mask_to_indices(item_mask))[0, 2].tolist() == viz.IGNORE_COLOUR.tolist()
+    assert viz.class_indices(item_mask).tolist() == [[0, 1, -1]]
+    assert viz.class_indices(item_mask, mask_values=[0, 1]).tolist() == [[0, 1, -1]]   # 255 不是取值时仍为忽略
+    assert viz.colorize(viz.class_indices(item_mask))[0, 2].tolist() == viz.IGNORE_COLOUR.tolist()
+    assert not hasattr(viz, "mask_to_indices")
+    # overlay reads a raw {0, 255} mask through mask_values 叠加图通过 mask_values 读取原始掩码
+    black = np.zeros((2, 2, 3), dtype=np.uint8)
+    painted = viz.overlay(black, raw, mask_values=[0, 255]).sum(-1) > 0
+    assert painted.tolist() == [[False, True], [True, False]]
 
 
 def test_display_image_undoes_normalisation() -> None:
@@ -76,8 +89,6 @@ def test_show_panels_axes_count() -> None:
 
 
 def test_show_panels_accepts_a_prediction_object() -> None:
-    from unet_course.predict import Prediction
-
     mask = _binary_mask()
     probs = np.stack([1 - mask, mask]).astype(np.float32)
     pred = Prediction(probs=probs, labels=mask.astype(np.int64), mask=mask * 255)
@@ -162,10 +173,28 @@ def test_explore_returns_a_widget_and_redraws_on_slider_change() -> None:
 
 
 def test_plot_tiling_draws_every_tile() -> None:
-    from unet_course.predict import tile_starts
-
     fig = viz.plot_tiling((100, 77), tile=32, overlap=0.25)
     n_tiles = len(tile_starts(100, 32, 0.25)) * len(tile_starts(77, 32, 0.25))
     assert len(fig.axes) == 3                                          # 切片、权重和、颜色条
     assert len(fig.axes[0].patches) == n_tiles
     assert len(viz.plot_tiling(_image(20, 24), tile=32).axes[0].patches) == 1   # 小于一块切片
+
+
+def test_explore_threshold_uses_the_prediction_decision_rule(monkeypatch) -> None:
+    """A binary Prediction is re-thresholded by the slider (p >= t); a multiclass one keeps its arg-max.
+    二分类预测随阈值滑块变化（p >= t）；多分类预测始终取最大概率
+    """
+    monkeypatch.setenv("UNET_COURSE_HEADLESS", "1")
+    p = np.tile(np.linspace(0.0, 1.0, 30, dtype=np.float32), (24, 1))       # (H, W) 前景概率从 0 到 1
+    probs = np.stack([1 - p, p])
+
+    def shown_prediction(mode: str, thr: float) -> np.ndarray:
+        def predictor(image: np.ndarray) -> Prediction:
+            return Prediction(probs=probs, labels=np.zeros((24, 30), np.int64), mask=np.zeros((24, 30)), mode=mode)
+
+        box = viz.explore([(_image(), _binary_mask())], predictor, threshold=thr)
+        return np.asarray(box.last_figure.axes[2].images[0].get_array())    # the "prediction" panel 预测面板
+
+    low, high = shown_prediction("binary", 0.2), shown_prediction("binary", 0.8)
+    assert (low.sum(-1) > 0).sum() > (high.sum(-1) > 0).sum()               # 阈值越低前景越多
+    np.testing.assert_array_equal(shown_prediction("multiclass", 0.2), shown_prediction("multiclass", 0.8))

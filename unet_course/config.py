@@ -151,3 +151,10 @@ class TrainConfig:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"Config file {str(path)!r} is not valid JSON: {exc}.") from None
         return cls.from_dict(values)
+
+
+def check_scale(value: float) -> float:
+    """``scale`` must lie in ``(0, 4]``. 缩放比例须在 (0, 4] 内"""
+    if not 0.0 < float(value) <= 4.0:
+        raise ConfigError(f"scale must be in (0, 4], got {value!r}.")
+    return float(value)

@@ -28,15 +28,98 @@ from .errors import ConfigError, DataError
 MODES = ("multiclass", "binary")
 
 
-def logits_to_labels(logits: torch.Tensor, mode: str = "multiclass", threshold: float = 0.5) -> torch.Tensor:
-    """Turn model logits into class indices.
-    把模型输出的 logits 转为类别索引
+def _check_mode(mode: str) -> None:
+    """Refuse an unknown mode. 拒绝未知的模式"""
+    if mode not in MODES:
+        raise ConfigError(f"Unknown mode {mode!r}; choose one of: {', '.join(MODES)}.")
+
+
+def logits_to_probs(logits: torch.Tensor, mode: str = "multiclass") -> torch.Tensor:
+    """Turn model logits into class probabilities with at least two channels.
+    把 logits 转为至少两个通道的类别概率
+
+    The class axis is ``-3``, so both a batch ``(B, K, H, W)`` and one image ``(K, H, W)`` work.
+    类别维是倒数第三维，批量和单张图都可以
 
     Args:
-        logits: ``(B, K, H, W)`` for ``"multiclass"`` (argmax over K), ``(B, 1, H, W)`` for ``"binary"``
-            (foreground where ``sigmoid(logit) > threshold``). Raw logits, not probabilities.
-            多分类取 argmax；二分类在 sigmoid 概率大于阈值处记为前景
-        mode: ``"multiclass"`` or ``"binary"``. 模式
+        logits: raw scores (not probabilities). ``"binary"``: one channel ``(B, 1, H, W)``; ``"multiclass"``:
+            ``K >= 2`` channels ``(B, K, H, W)``. 原始得分
+        mode: ``"binary"`` (sigmoid) or ``"multiclass"`` (softmax over ``K``). 模式
+
+    Returns:
+        float32 ``(B, max(K, 2), H, W)`` probabilities that sum to 1 over the class axis; a binary sigmoid ``p``
+        becomes the two channels ``[1 - p, p]``. 二分类的 sigmoid 概率 p 写成两个通道 [1 - p, p]
+
+    Raises:
+        ConfigError: unknown mode, or a channel count that does not fit the mode.
+
+    >>> logits_to_probs(torch.zeros(1, 1, 1, 1), "binary").flatten().tolist()
+    [0.5, 0.5]
+    """
+    _check_mode(mode)
+    if logits.ndim not in (3, 4):
+        raise DataError(f"logits must be (B, K, H, W) or (K, H, W), got {tuple(logits.shape)}.")
+    logits = logits.float()
+    k = logits.shape[-3]
+    if mode == "binary":
+        if k != 1:
+            raise ConfigError(f"mode='binary' expects 1 logit channel, got {k}; use 'multiclass'.")
+        p = torch.sigmoid(logits)                                      # (B, 1, H, W) 前景概率
+        return torch.cat([1.0 - p, p], dim=-3)                         # (B, 2, H, W)
+    if k < 2:
+        raise ConfigError("mode='multiclass' expects >= 2 logit channels, got 1; use mode='binary'.")
+    return torch.softmax(logits, dim=-3)                               # (B, K, H, W)
+
+
+def probs_to_labels(probs: torch.Tensor | np.ndarray, mode: str = "multiclass",
+                    threshold: float = 0.5) -> torch.Tensor:
+    """The decision rule: class probabilities -> class indices.
+    决策规则：类别概率 -> 类别索引
+
+    ``"binary"``: foreground (1) where ``probs[1] >= threshold``, else background (0); ``"multiclass"``: the
+    arg-max over the classes (``threshold`` is not used). Every part of the package that turns probabilities into
+    labels calls this function, so training, evaluation, prediction and the pictures agree pixel for pixel.
+    二分类：probs[1] >= threshold 处为前景；多分类：取概率最大的类别（不使用阈值）；
+    训练、评估、预测与可视化都调用本函数，因此结果逐像素一致
+
+    Args:
+        probs: ``(B, K, H, W)`` or ``(K, H, W)`` probabilities (a tensor or a numpy array), as given by
+            :func:`logits_to_probs`; ``"binary"`` needs ``K == 2``. 类别概率
+        mode: ``"binary"`` or ``"multiclass"``. 模式
+        threshold: binary foreground threshold in ``(0, 1)``. 二分类前景阈值
+
+    Returns:
+        int64 ``(B, H, W)`` or ``(H, W)`` class indices (a tensor on the input's device).
+
+    Raises:
+        ConfigError: unknown mode, a bad threshold, or a channel count that does not fit the mode.
+
+    >>> probs_to_labels(torch.tensor([[[0.6, 0.5]], [[0.4, 0.5]]]), "binary", threshold=0.5).tolist()
+    [[0, 1]]
+    """
+    _check_mode(mode)
+    p = torch.as_tensor(probs)
+    if p.ndim not in (3, 4):
+        raise DataError(f"probs must be (B, K, H, W) or (K, H, W), got {tuple(p.shape)}.")
+    k = p.shape[-3]
+    if mode == "binary":
+        if k != 2:
+            raise ConfigError(f"mode='binary' expects the 2 channels [1 - p, p], got {k}; use 'multiclass'.")
+        if not 0.0 < float(threshold) < 1.0:
+            raise ConfigError(f"threshold must be in (0, 1), got {threshold!r}.")
+        return (p.select(-3, 1) >= float(threshold)).long()            # (B, H, W) 前景概率不低于阈值
+    if k < 2:
+        raise ConfigError("mode='multiclass' expects >= 2 probability channels, got 1; use mode='binary'.")
+    return p.argmax(dim=-3)                                            # (B, H, W) 最大概率的类别
+
+
+def logits_to_labels(logits: torch.Tensor, mode: str = "multiclass", threshold: float = 0.5) -> torch.Tensor:
+    """Turn model logits into class indices: :func:`probs_to_labels` of :func:`logits_to_probs`.
+    把 logits 转为类别索引：先求概率，再按决策规则取类别
+
+    Args:
+        logits: ``(B, K, H, W)`` raw scores; ``(B, 1, H, W)`` for ``"binary"``. 原始得分
+        mode: ``"multiclass"`` (arg-max of the softmax) or ``"binary"`` (``sigmoid(logit) >= threshold``). 模式
         threshold: binary probability threshold in ``(0, 1)``. 二分类概率阈值
 
     Returns:
@@ -45,24 +128,12 @@ def logits_to_labels(logits: torch.Tensor, mode: str = "multiclass", threshold: 
     Raises:
         ConfigError: unknown mode, bad threshold, or a channel count that does not fit the mode.
 
-    >>> logits_to_labels(torch.tensor([[[[2.0, -1.0]]]]), mode="binary")
-    tensor([[[1, 0]]])
+    >>> logits_to_labels(torch.tensor([[[[2.0, -1.0, 0.0]]]]), mode="binary")
+    tensor([[[1, 0, 1]]])
     >>> logits_to_labels(torch.tensor([[[[0.1]], [[0.7]], [[0.2]]]]), mode="multiclass")
     tensor([[[1]]])
     """
-    if mode not in MODES:
-        raise ConfigError(f"Unknown mode {mode!r}; choose one of: {', '.join(MODES)}.")
-    if logits.ndim != 4:
-        raise DataError(f"logits must be (B, C, H, W), got {tuple(logits.shape)}.")
-    if mode == "binary":
-        if logits.shape[1] != 1:
-            raise ConfigError(f"mode='binary' expects 1 logit channel, got {logits.shape[1]}; use 'multiclass'.")
-        if not 0.0 < threshold < 1.0:
-            raise ConfigError(f"threshold must be in (0, 1), got {threshold!r}.")
-        return (torch.sigmoid(logits[:, 0].float()) > threshold).long()  # (B, H, W)
-    if logits.shape[1] < 2:
-        raise ConfigError("mode='multiclass' expects >= 2 logit channels, got 1; use mode='binary'.")
-    return logits.argmax(dim=1)                                        # (B, H, W)
+    return probs_to_labels(logits_to_probs(logits, mode), mode, threshold)
 
 
 def _ratio(num: torch.Tensor, den: torch.Tensor, absent: torch.Tensor) -> list[float]:

@@ -170,3 +170,15 @@ def make_scaler(policy: AmpPolicy) -> torch.amp.GradScaler:
     未启用的缩放器什么也不做，训练代码因此可以始终以同样方式调用
     """
     return torch.amp.GradScaler(policy.device_type, enabled=policy.use_scaler)
+
+
+def as_policy(amp: str | AmpPolicy | None, device: torch.device | str) -> AmpPolicy:
+    """An :class:`AmpPolicy` passes through; a mode string goes through :func:`amp_policy` (``None`` is ``"off"``).
+    已是策略对象则原样返回；字符串交给 amp_policy（None 表示关闭）
+
+    >>> as_policy(None, "cpu").name
+    'fp32'
+    """
+    if isinstance(amp, AmpPolicy):
+        return amp
+    return amp_policy(device, "off" if amp is None else amp)
