@@ -26,7 +26,6 @@ model gives ``[1 - p, p]``); labels int64 ``(H, W)``; the mask holds the origina
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import os
@@ -889,80 +888,8 @@ def compare_resize_vs_sliding(
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Command line 命令行
+# Field of view 视野
 # ----------------------------------------------------------------------------------------------------------------
-def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``unet-course predict`` options to ``parser``. 为 predict 子命令添加参数"""
-    parser.add_argument("-m", "--model", required=True, metavar="CKPT", help="checkpoint (best.pt / last.pt)")
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("-i", "--input", nargs="+", metavar="IMG", help="image file(s); a multi-page TIFF is a stack")
-    src.add_argument("--input-dir", metavar="DIR", help=f"every image in DIR ({', '.join(IMAGE_SUFFIXES)})")
-    parser.add_argument("-o", "--output", metavar="DIR", default=None,
-                        help="where the masks go (default runs/predict)")
-    parser.add_argument("--tile", type=int, default=None,
-                        help="sliding-window tile size in pixels (default: whole image in one pass)")
-    parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction in [0, 1)")
-    parser.add_argument("--tile-batch", type=int, default=4, help="tiles per forward pass")
-    parser.add_argument("--blend", choices=BLEND_MODES, default="gaussian", help="tile blending weights")
-    parser.add_argument("--tta", action="store_true", help="average the four flips (test-time augmentation)")
-    parser.add_argument("--threshold", type=float, default=None, help="foreground threshold (default: checkpoint's)")
-    parser.add_argument("--scale", type=float, default=None, help="resize factor (default: checkpoint's)")
-    parser.add_argument("--fov-dir", metavar="DIR", default=None,
-                        help="field-of-view masks (<name>_mask.*, e.g. DRIVE's test/mask): pixels outside the FOV "
-                             "are set to the background value")
-    parser.add_argument("--viz", action="store_true", help="also write <name>_overlay.png")
-    parser.add_argument("--save-probs", action="store_true", help="also write <name>_prob.npy (float16, K x H x W)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    parser.add_argument("--amp", default="auto", choices=("auto", "off", "fp16", "bf16"), help="mixed precision")
-    return parser
-
-
-def _collect_inputs(files: Sequence[str] | None, folder: str | None) -> list[Path]:
-    """The input files, checked to exist. 收集并检查输入文件"""
-    if folder is not None:
-        root = Path(folder).expanduser()
-        if not root.is_dir():
-            raise DataError(f"--input-dir {str(root)!r} is not a folder.")
-        paths = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not paths:
-            raise DataError(f"--input-dir {str(root)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
-        return paths
-    paths = [Path(f).expanduser() for f in files or []]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise DataError(f"Input image(s) not found: {', '.join(missing)}.")
-    return paths
-
-
-def _tiff_pages(path: Path) -> int:
-    """Number of pages of a TIFF (1 for other files or unreadable ones). TIFF 的页数"""
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        return 1
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            return len(tif.pages)
-    except Exception:        # 损坏的文件交给 read_image 报告清晰的错误
-        return 1
-
-
-def _read_stack(path: Path) -> np.ndarray:
-    """Multi-page TIFF -> uint8 ``(N, H, W)`` or ``(N, H, W, C)``. 读取多页 TIFF"""
-    try:
-        from .data.io import read_stack
-
-        return np.asarray(read_stack(path))
-    except ImportError:
-        pass
-    import tifffile
-
-    try:
-        return np.asarray(tifffile.imread(path))
-    except Exception as exc:
-        raise DataError(f"Cannot read the TIFF stack {str(path)!r}: {exc}.") from None
-
-
 def find_fov_mask(folder: Path, image: Path) -> Path:
     """The field-of-view mask of ``image`` in ``folder``: ``<stem>_mask.*`` (DRIVE's naming) or ``<stem>.*``.
     在 folder 中查找 image 的视野掩码：<stem>_mask.* 或 <stem>.*
@@ -999,96 +926,6 @@ def apply_fov(mask: np.ndarray, fov_path: Path, background: int) -> np.ndarray:
     return out
 
 
-def _write_png(path: Path, mask: np.ndarray) -> None:
-    from PIL import Image
-
-    Image.fromarray(mask).save(path)
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """Run ``unet-course predict``: write one mask per input, named like the input.
-    执行 predict 子命令：每个输入写出一个同名掩码
-
-    ``01_test.tif`` -> ``<output>/01_test.png`` holding the original mask values at the original size; a
-    multi-page TIFF (e.g. ISBI ``test-volume.tif``) -> ``<output>/test-volume.tif`` with one mask page per input
-    page. ``--viz`` adds ``<name>_overlay.png``.
-    单张图写 PNG，多页 TIFF 写同名的多页 TIFF 掩码；--viz 额外写叠加图
-
-    Returns:
-        0 on success. Errors are :class:`~unet_course.errors.UNetCourseError` subclasses, printed by the CLI.
-    """
-    from .checkpoint import load_model
-    from .env import default_out_dir, pick_device
-    from .files import ensure_writable_dir
-
-    checkpoint = Path(args.model).expanduser()
-    if not checkpoint.exists():
-        raise CheckpointError(
-            f"Checkpoint {str(checkpoint)!r} does not exist. Pass the best.pt/last.pt written by `unet-course train`."
-        )
-    inputs = _collect_inputs(getattr(args, "input", None), getattr(args, "input_dir", None))
-    fov_dir = Path(args.fov_dir).expanduser() if getattr(args, "fov_dir", None) else None
-    fov_paths = {path: find_fov_mask(fov_dir, path) for path in inputs} if fov_dir else {}   # 先全部检查再预测
-    out_dir = ensure_writable_dir(args.output if args.output else default_out_dir("predict"))
-    device = pick_device(getattr(args, "device", "auto"))
-    model, meta = load_model(checkpoint, device=device)
-    settings = settings_from_meta(meta)
-    if args.scale is not None:
-        settings["scale"] = float(args.scale)
-    if args.threshold is not None:
-        settings["threshold"] = float(args.threshold)
-    expected = (meta.get("preprocess") or {}).get("in_channels") or _expected_channels(model)
-    if settings.get("enhance", "none") != "none":
-        expected = None          # the enhancement makes the channels; predict_image checks after it 增强后再检查通道
-    options = dict(tile=args.tile, overlap=args.overlap, tile_batch=args.tile_batch, blend=args.blend,
-                   tta=args.tta, device=device, amp=getattr(args, "amp", "auto"))
-
-    def one(image: np.ndarray, label: str) -> Prediction:
-        image = match_model_channels(image, None if expected is None else int(expected), label, str(checkpoint))
-        return predict_image(model, image, name=label, **settings, **options)
-
-    for path in inputs:
-        start = time.perf_counter()
-        pages = _tiff_pages(path)
-        if pages > 1:
-            stack = _read_stack(path)                              # (N, H, W[, C])
-            masks, overlays = [], []
-            for k, page in enumerate(stack):
-                pred = one(load_image(page, name=f"{path}[page {k}]"), f"{path} (page {k})")
-                masks.append(pred.mask)
-                if args.viz:
-                    overlays.append(_overlay_array(page, pred.labels))
-            target = out_dir / f"{path.stem}.tif"
-            import tifffile
-
-            # (N, H, W) 每页一个掩码；明确 minisblack，避免 3 页被当成 RGB 平面
-            tifffile.imwrite(target, np.stack(masks), photometric="minisblack")
-            if args.viz:
-                tifffile.imwrite(out_dir / f"{path.stem}_overlay.tif", np.stack(overlays), photometric="rgb")
-            shape = f"{len(masks)} pages of {masks[0].shape[1]}x{masks[0].shape[0]}"
-        else:
-            image = load_image(path)
-            pred = one(image, str(path))
-            target = out_dir / f"{path.stem}.png"
-            mask = pred.mask
-            if path in fov_paths:
-                mask = apply_fov(mask, fov_paths[path], int(settings["mask_values"][0]))   # 视野外为背景
-            _write_png(target, mask)
-            if args.viz:
-                _write_png(out_dir / f"{path.stem}_overlay.png", _overlay_array(image, pred.labels))
-            if getattr(args, "save_probs", False):
-                np.save(out_dir / f"{path.stem}_prob.npy", pred.probs.astype(np.float16))
-            shape = f"{pred.mask.shape[1]}x{pred.mask.shape[0]}"
-        print(f"{path.name} -> {target} ({shape}, {time.perf_counter() - start:.1f} s)")
-    return 0
-
-
-def _overlay_array(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    from .viz import overlay
-
-    return overlay(image, labels)
-
-
 __all__ = [
     "Prediction",
     "predict_image",
@@ -1106,8 +943,6 @@ __all__ = [
     "masked_target",
     "evaluate_dataset",
     "compare_resize_vs_sliding",
-    "configure_parser",
-    "run_cli",
     "find_fov_mask",
     "apply_fov",
     "TTA_FLIPS",
