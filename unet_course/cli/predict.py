@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import io
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -181,7 +182,9 @@ def write_png(path: Path, array: np.ndarray, what: str = "mask") -> Path:
 
 def write_tiff(path: Path, stack: np.ndarray, photometric: str, what: str = "mask stack") -> Path:
     """Write ``(N, H, W)`` / ``(N, H, W, 3)`` as a multi-page TIFF, atomically. 原子写入多页 TIFF"""
-    return write_with(path, lambda handle: tifffile.imwrite(handle, stack, photometric=photometric), what)
+    buffer = io.BytesIO()                      # tifffile wants a named file; the atomic handle has only a number
+    tifffile.imwrite(buffer, stack, photometric=photometric)
+    return write_with(path, lambda handle: handle.write(buffer.getvalue()), what)
 
 
 def write_npy(path: Path, array: np.ndarray, what: str = "probabilities") -> Path:
