@@ -11,6 +11,7 @@ import torch
 
 from unet_course import cli
 from unet_course.checkpoint import load_checkpoint
+from unet_course.cli import options
 from unet_course.errors import ConfigError
 
 TINY = ["--image-size", "32", "--train-samples", "8", "--val-samples", "4", "--base-channels", "4", "--depth", "2",
@@ -36,16 +37,40 @@ def test_help_everywhere(command, capsys):
         assert "--batch-size" in out and "--resume" in out and "--recipe" in out and "--wandb-mode" in out
 
 
-def test_every_train_config_field_is_a_flag():
+def test_every_train_config_field_is_a_flag(capsys):
+    """Each field is a flag, with its metadata help text and its choices. 每个字段都是带帮助与选项的参数"""
     import dataclasses
 
-    from unet_course.config import TrainConfig
+    from unet_course.config import OPTIMIZERS, TrainConfig
 
-    parser = cli.build_parser()
-    train = next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "train")[1]
-    flags = {opt for action in train._actions for opt in action.option_strings}
-    missing = [f.name for f in dataclasses.fields(TrainConfig) if "--" + f.name.replace("_", "-") not in flags]
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = capsys.readouterr().out
+    missing = [f.name for f in dataclasses.fields(TrainConfig) if "--" + f.name.replace("_", "-") not in text]
     assert not missing
+    assert "{" + ",".join(OPTIMIZERS) + "}" in text                   # 选项来自 config.py
+    assert "trade compute for memory" in text                          # 帮助来自字段 metadata
+
+
+def test_flag_types_come_from_the_field_types(capsys):
+    args = cli.build_parser().parse_args(["train", "--crop-size", "none", "--num-workers", "auto", "--lr", "1e-3",
+                                          "--channels-last", "--extras", '{"a": 1}', "--max-steps", "3"])
+    assert args.crop_size is None and args.num_workers == "auto" and args.lr == 1e-3
+    assert args.channels_last is True and args.extras == {"a": 1} and args.max_steps == 3
+    assert cli.build_parser().parse_args(["train", "--num-workers", "2"]).num_workers == 2
+
+
+def test_evaluate_and_predict_share_the_inference_flags():
+    parser = cli.build_parser()
+    shared = ["--tile", "32", "--overlap", "0.5", "--tta", "--threshold", "0.4", "--blend", "linear",
+              "--tile-batch", "2", "--amp", "off", "--scale", "0.5", "--device", "cpu"]
+    evaluate = parser.parse_args(["evaluate", "ckpt.pt", *shared])
+    predict = parser.parse_args(["predict", "-m", "ckpt.pt", "-i", "x.png", *shared])
+    for args in (evaluate, predict):
+        assert (args.tile, args.overlap, args.tta, args.threshold, args.blend, args.tile_batch, args.amp,
+                args.scale, args.device) == (32, 0.5, True, 0.4, "linear", 2, "off", 0.5, "cpu")
+    for command in (["evaluate", "c.pt"], ["inspect", "drive"], ["train"]):
+        assert parser.parse_args([*command, "--data-root", "/data"]).data_root == "/data"
 
 
 def test_config_layering(tmp_path, monkeypatch, capsys):
@@ -53,7 +78,7 @@ def test_config_layering(tmp_path, monkeypatch, capsys):
     recipes.mkdir(parents=True)
     (recipes / "demo.json").write_text(json.dumps({"description": "a test recipe", "epochs": 9, "lr": 0.1,
                                                    "batch_size": 2}))
-    monkeypatch.setattr(cli.importlib.resources, "files", lambda package: tmp_path / "pkg")
+    monkeypatch.setattr(options.importlib.resources, "files", lambda package: tmp_path / "pkg")
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps({"lr": 0.05, "depth": 3}))
     code = cli.main(["train", "--recipe", "demo", "--config", str(config), "--lr", "0.01", "--no-augment",
@@ -115,7 +140,7 @@ def test_keyboard_interrupt_message(monkeypatch, capsys):
     def interrupted(cfg):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("unet_course.engine.fit", interrupted)
+    monkeypatch.setattr("unet_course.cli.train.fit", interrupted)
     assert cli.main(["train", *TINY]) == 130
     err = capsys.readouterr().err
     assert "last.pt" in err and "--resume last" in err

@@ -15,7 +15,7 @@ from unet_course.config import TrainConfig
 from unet_course.data import build_dataset
 from unet_course.data.enhance import ENHANCED_MEAN, enhance_image, enhanced_channels
 from unet_course.errors import ConfigError, DataError
-from unet_course.predict import predict_image, predict_with_meta, settings_from_meta
+from unet_course.inference import predict_image, predict_with_meta, settings_from_meta
 from unet_course.training import fit
 
 

@@ -1,4 +1,4 @@
-"""``python -m unet_course`` runs the CLI (also what ``torchrun -m unet_course`` uses)."""
+"""``python -m unet_course`` runs the CLI (also what ``torchrun -m unet_course`` uses). 以模块方式运行命令行"""
 
 from .cli import main
 

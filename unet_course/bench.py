@@ -31,8 +31,6 @@ compute): the forward pass, and forward + backward for a training step.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import platform
 import resource
@@ -352,61 +350,3 @@ def run_benchmark(base_channels: int = 64, depth: int = 4, image_size: int = 256
                 res[phase]["gflop_per_s"] = round(res[phase]["img_per_s"] *
                                                   flops["train_step" if phase == "train" else "forward"], 2)
     return report
-
-
-# ----------------------------------------------------------------------------------------------------------
-# CLI 命令行
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the ``unet-course bench`` flags to ``parser``. 为 bench 子命令添加参数"""
-    parser.description = parser.description or "Measure U-Net training/inference throughput and peak memory."
-    parser.add_argument("--base-channels", type=int, default=64, help="width of the first level (default 64)")
-    parser.add_argument("--depth", type=int, default=4, help="number of down-sampling steps (default 4)")
-    parser.add_argument("--image-size", type=int, default=256, help="side of the square input (default 256)")
-    parser.add_argument("--batch-size", type=int, default=2, help="images per step (default 2)")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per phase (default 5)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps (default 2)")
-    parser.add_argument("--modes", default=None,
-                        help="comma-separated modes: fp32|bf16|fp16 plus +cl (channels_last) and/or +ckpt "
-                             "(gradient checkpointing); default: the device's set, e.g. fp32,fp32+cl,bf16,bf16+cl")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--bilinear", action="store_true", help="bilinear up-sampling model")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    parser.add_argument("--output", metavar="FILE", default=None, help="also write the JSON report to FILE")
-    parser.add_argument("--no-train", dest="train", action="store_false", help="skip the training phase")
-    parser.add_argument("--no-infer", dest="infer", action="store_false", help="skip the inference phase")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """Run the benchmark from parsed flags; print the JSON report (and write ``--output``). Returns 0.
-    按命令行参数运行基准测试，打印 JSON（并写入 --output）
-    """
-    modes = args.modes.split(",") if args.modes else None
-    report = run_benchmark(base_channels=args.base_channels, depth=args.depth, image_size=args.image_size,
-                           batch_size=args.batch_size, steps=args.steps, warmup=args.warmup, modes=modes,
-                           device=args.device, train=args.train, infer=args.infer, bilinear=args.bilinear,
-                           threads=args.threads, verbose=not args.quiet)
-    text = json.dumps(report, indent=2)
-    if args.output:
-        out = Path(args.output).expanduser()
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text + "\n")
-        except OSError as exc:
-            raise ConfigError(f"Cannot write the bench report to {str(out)!r} ({exc.strerror or exc}); "
-                              f"choose another --output.") from None
-    sys.stdout.write(text + "\n")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m unet_course.bench`` without the package CLI. 独立运行入口"""
-    parser = argparse.ArgumentParser(prog="unet-course bench")
-    configure_parser(parser)
-    return run_cli(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,15 +1,25 @@
-"""One dataclass holds every training knob.
-一个数据类包含全部训练参数
+"""One dataclass holds every training knob, with its type, help text and allowed values.
+一个数据类包含全部训练参数，并带有类型、帮助文本与可选值
 
 The CLI flags (``--batch-size``), the notebooks' papermill parameters (``batch_size``) and the ``train_config``
-stored in every checkpoint all use these field names, so a value can travel between them unchanged.
-命令行参数、notebook 的 papermill 参数与检查点中保存的配置使用同一组字段名
+stored in every checkpoint all use these field names, so a value can travel between them unchanged. Each field's
+``metadata`` holds its ``help`` text and, for a choice, its ``choices``; the ``unet-course train`` flags are
+generated from it (:mod:`unet_course.cli.options`), so this file is the one place to document a knob.
+命令行参数、notebook 的 papermill 参数与检查点中保存的配置使用同一组字段名；帮助文本和可选值写在字段的
+metadata 中，命令行参数由它自动生成
+
+Every choice tuple of the package lives here; other modules import it from here.
+包内所有的选项元组都定义在这里
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +32,56 @@ AMP_MODES = ("auto", "off", "fp16", "bf16")
 LOSS_MODES = ("multiclass", "binary")
 WANDB_MODES = ("disabled", "offline", "online")
 ENHANCEMENTS = ("none", "green-clahe", "gray-clahe")
+PROGRESS_MODES = ("auto", "bar", "line", "none")
+#: Tile blending of the sliding window. 滑动窗口的融合方式
+BLEND_MODES = ("gaussian", "linear", "constant")
+#: Dataset splits that ``unet-course evaluate`` scores. 可评估的数据划分
+SPLITS = ("train", "val", "test", "all")
+
+#: Largest resize factor; larger ones only make blurry, slow inputs. 缩放比例上限
+MAX_SCALE = 4.0
+
+
+def knob(default: Any = dataclasses.MISSING, help: str = "", choices: tuple[str, ...] | None = None,
+         default_factory: Any = dataclasses.MISSING, expects: str | None = None) -> Any:
+    """A dataclass field whose ``metadata`` carries the ``--help`` text (English, then 中文) and the choices.
+    带帮助文本与可选值的字段
+
+    ``expects`` replaces the type's name in error messages when the type alone says too little
+    (``int | str`` -> "an integer >= 0 or 'auto'"). expects 在类型名不够清楚时替换错误消息中的类型描述
+    """
+    metadata: dict[str, Any] = {"help": help}
+    if choices is not None:
+        metadata["choices"] = choices
+    if expects is not None:
+        metadata["expects"] = expects
+    return field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def check_scale(value: Any, name: str = "scale") -> float:
+    """The one rule for a resize factor: a finite number in ``(0, 4]``. 缩放比例必须在 (0, 4] 之内
+
+    Args:
+        value: the factor to check. 待检查的缩放比例
+        name: how to call it in the message (``"scale"``, ``"--scale"``). 消息中使用的名称
+
+    Returns:
+        ``value`` as a float.
+
+    Raises:
+        ConfigError: not a number, or outside ``(0, 4]``.
+
+    >>> check_scale(0.5)
+    0.5
+    >>> check_scale(0)
+    Traceback (most recent call last):
+    ...
+    unet_course.errors.ConfigError: scale must be in (0, 4], got 0.
+    """
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or not (0.0 < value <= MAX_SCALE):
+        raise ConfigError(f"{name} must be in (0, {MAX_SCALE:g}], got {value!r}.")
+    return float(value)
 
 
 @dataclass
@@ -30,96 +90,117 @@ class TrainConfig:
 
     Defaults train the binary synthetic task to a validation Dice above 0.9 in under three minutes on a 2-core CPU.
     默认值在 2 核 CPU 上三分钟内把二分类合成任务训练到验证 Dice 0.9 以上
+
+    Values are checked on construction: a wrong type (``epochs="abc"``, ``batch_size=2.5``), an unknown choice or
+    an out-of-range value raises :class:`~unet_course.errors.ConfigError` naming the field.
+    构建时检查类型、选项与取值范围，出错时 ConfigError 会写明字段名
+
+    >>> TrainConfig(lr=1).lr                    # an int is accepted for a float field
+    1.0
+    >>> TrainConfig(epochs=1.5)
+    Traceback (most recent call last):
+    ...
+    unet_course.errors.ConfigError: TrainConfig field 'epochs' must be an integer, got 1.5 (float).
     """
 
     # --- data 数据 ---
-    dataset: str = "synthetic"            # synthetic | synthetic-multiclass | drive | isbi2012 | carvana | folder
-    data_dir: str | None = None           # dataset folder; None -> <data root>/<dataset default>
-    scale: float = 1.0                    # resize factor applied before cropping 裁剪前的缩放比例
-    crop_size: int | None = None          # random training crop (pixels); None -> whole image 训练随机裁剪大小
-    enhance: str = "none"                 # contrast enhancement: none | green-clahe | gray-clahe 对比度增强
-    image_size: int = 64                  # synthetic images are image_size x image_size 合成图像尺寸
-    train_samples: int = 128              # synthetic: samples per epoch 合成数据每轮样本数
-    val_samples: int = 64                 # synthetic: validation samples 合成验证样本数
-    val_fraction: float = 0.2             # real data: held-out fraction 验证集比例
-    samples_per_epoch: int | None = None  # real data: random crops per epoch (the train set repeats); None -> one pass
-    augment: bool = True                  # flips / rotations / jitter on the training split 训练增强
-    num_workers: int | str = "auto"       # DataLoader workers; "auto" picks a safe value
+    dataset: str = knob("synthetic", "synthetic | synthetic-multiclass | drive | isbi2012 | carvana | folder 数据集")
+    data_dir: str | None = knob(None, "dataset folder; none -> <data root>/<dataset default> 数据集目录")
+    scale: float = knob(1.0, "resize factor applied before cropping, in (0, 4] 裁剪前的缩放比例")
+    crop_size: int | None = knob(None, "random training crop (pixels); none -> whole image 训练随机裁剪大小")
+    enhance: str = knob("none", "contrast enhancement 对比度增强", ENHANCEMENTS)
+    image_size: int = knob(64, "synthetic images are image_size x image_size 合成图像尺寸")
+    train_samples: int = knob(128, "synthetic: samples per epoch 合成数据每轮样本数")
+    val_samples: int = knob(64, "synthetic: validation samples 合成验证样本数")
+    val_fraction: float = knob(0.2, "real data: held-out fraction, in [0, 1) 验证集比例")
+    samples_per_epoch: int | None = knob(None, "real data: random crops per epoch (the train set repeats); "
+                                               "none -> one pass 每轮随机裁剪数")
+    augment: bool = knob(True, "flips / rotations / jitter on the training split 训练增强")
+    num_workers: int | str = knob("auto", "DataLoader workers; 'auto' picks a safe value 数据加载进程数",
+                                  expects="an integer >= 0 or 'auto'")
     # --- model 模型 ---
-    in_channels: int | None = None        # None -> from the dataset
-    n_classes: int | None = None          # None -> from the dataset's mask values
-    base_channels: int = 8                # width of the first level (64 in the paper) 第一层通道数
-    depth: int = 3                        # number of down-sampling steps (4 in the paper) 下采样次数
-    bilinear: bool = False                # bilinear up-sampling instead of transposed conv
-    gradient_checkpointing: bool = False  # trade compute for memory 以计算换内存
-    channels_last: bool | None = None     # NHWC memory format; None -> auto (CUDA, or CPU with bf16)
+    in_channels: int | None = knob(None, "input channels; none -> from the dataset 输入通道数")
+    n_classes: int | None = knob(None, "classes; none -> from the dataset's mask values 类别数")
+    base_channels: int = knob(8, "width of the first level (64 in the paper) 第一层通道数")
+    depth: int = knob(3, "number of down-sampling steps (4 in the paper) 下采样次数")
+    bilinear: bool = knob(False, "bilinear up-sampling instead of transposed conv 双线性上采样")
+    gradient_checkpointing: bool = knob(False, "trade compute for memory 以计算换内存")
+    channels_last: bool | None = knob(None, "NHWC memory format; unset -> auto (CUDA, or CPU with bf16) 通道在后")
     # --- loss 损失 ---
-    mode: str = "multiclass"              # multiclass (softmax + CE) | binary (sigmoid + BCE, 1 output channel)
-    ce_weight: float = 1.0                # weight of CE/BCE in the combined loss
-    dice_weight: float = 1.0              # weight of Dice in the combined loss
-    class_weights: list[float] | None = None  # optional per-class CE weights
-    ignore_index: int = 255               # target value that is never scored (DRIVE outside the FOV)
+    mode: str = knob("multiclass", "multiclass (softmax + CE) | binary (sigmoid + BCE, 1 output channel) 损失模式",
+                     LOSS_MODES)
+    ce_weight: float = knob(1.0, "weight of CE/BCE in the combined loss 交叉熵权重")
+    dice_weight: float = knob(1.0, "weight of Dice in the combined loss Dice 权重")
+    class_weights: list[float] | None = knob(None, "optional per-class CE weights 每类交叉熵权重")
+    ignore_index: int = knob(255, "target value that is never scored (DRIVE outside the FOV) 不计分的标签值")
     # --- optimisation 优化 ---
-    epochs: int = 14
-    batch_size: int = 8
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"              # adam | adamw | rmsprop | sgd
-    momentum: float = 0.9                 # sgd / rmsprop only
-    scheduler: str = "plateau"            # plateau | cosine | poly | none
-    plateau_patience: int = 2             # epochs without val Dice gain before the LR is cut
-    plateau_factor: float = 0.5           # LR multiplier on a plateau
-    warmup_epochs: int = 0                # poly / cosine warm-up
-    grad_clip: float | None = 1.0         # max grad norm; None disables clipping 梯度裁剪
-    amp: str = "auto"                     # auto | off | fp16 | bf16 (auto: fp16+scaler on CUDA; bf16 on CPU only with native bf16, else fp32)
+    epochs: int = knob(14, "training epochs 训练轮数")
+    batch_size: int = knob(8, "images per step 批量大小")
+    lr: float = knob(3e-3, "learning rate, > 0 学习率")
+    weight_decay: float = knob(1e-4, "weight decay 权重衰减")
+    optimizer: str = knob("adamw", "optimizer 优化器", OPTIMIZERS)
+    momentum: float = knob(0.9, "sgd / rmsprop only 动量")
+    scheduler: str = knob("plateau", "learning rate scheduler 学习率调度器", SCHEDULERS)
+    plateau_patience: int = knob(2, "epochs without val Dice gain before the LR is cut 平台期耐心轮数")
+    plateau_factor: float = knob(0.5, "LR multiplier on a plateau 平台期学习率倍率")
+    warmup_epochs: int = knob(0, "poly / cosine warm-up epochs 预热轮数")
+    grad_clip: float | None = knob(1.0, "max grad norm; none disables clipping 梯度裁剪")
+    amp: str = knob("auto", "mixed precision (auto: fp16+scaler on CUDA; bf16 on CPU only with native bf16, "
+                            "else fp32) 混合精度", AMP_MODES)
     # --- run 运行 ---
-    device: str = "auto"                  # auto | cpu | cuda | cuda:N | mps
-    seed: int = 0
-    deterministic: bool = False           # deterministic kernels (bit-exact resume)
-    out_dir: str | None = None            # None -> runs/train (or /kaggle/working/runs/train)
-    resume: str | None = None             # checkpoint to resume from ("last" -> <out_dir>/last.pt)
-    save_every: int = 1                   # write last.pt every N epochs 每 N 轮保存一次
-    threshold: float = 0.5                # binary mode: probability threshold
-    wandb_mode: str = "disabled"          # disabled | offline | online
-    wandb_project: str = "unet-course"
-    wandb_run_name: str | None = None
-    progress: str = "auto"                # auto | bar | line | none
-    max_steps: int | None = None          # stop each epoch after this many steps (smoke tests)
-    sync_batchnorm: bool = False          # DDP only
-    extras: dict[str, Any] = field(default_factory=dict)  # recipe-specific values, stored with the run
+    device: str = knob("auto", "auto | cpu | cuda | cuda:N | mps 设备")
+    seed: int = knob(0, "random seed 随机种子")
+    deterministic: bool = knob(False, "deterministic kernels (bit-exact resume) 确定性计算")
+    out_dir: str | None = knob(None, "output folder; none -> runs/train (or /kaggle/working/runs/train) 输出目录")
+    resume: str | None = knob(None, "checkpoint to resume from ('last' -> <out_dir>/last.pt) 续训检查点")
+    save_every: int = knob(1, "write last.pt every N epochs 每 N 轮保存一次")
+    threshold: float = knob(0.5, "binary mode: probability threshold, in (0, 1) 二分类阈值")
+    wandb_mode: str = knob("disabled", "Weights & Biases logging wandb 记录方式", WANDB_MODES)
+    wandb_project: str = knob("unet-course", "wandb project wandb 项目名")
+    wandb_run_name: str | None = knob(None, "wandb run name wandb 运行名")
+    progress: str = knob("auto", "progress display 进度显示", PROGRESS_MODES)
+    max_steps: int | None = knob(None, "stop each epoch after this many steps (smoke tests) 每轮最多步数")
+    sync_batchnorm: bool = knob(False, "DDP only: synchronised batch norm 同步批归一化")
+    extras: dict[str, Any] = knob(help="recipe-specific values, stored with the run 配方专用取值",
+                                  default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
 
     # ------------------------------------------------------------------
-    def validate(self) -> None:
-        """Check value ranges and names; raise :class:`ConfigError` naming the field and the allowed values."""
-        def choice(name: str, allowed: tuple[str, ...]) -> None:
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ConfigError(f"Unknown {name} {value!r}; choose one of: {', '.join(allowed)}.")
+    def validate(self, what: str = "TrainConfig field") -> None:
+        """Check types, names and ranges; raise :class:`ConfigError` naming the field and what it expects.
+        检查类型、名称与取值范围；出错时写明字段名与期望
 
-        choice("optimizer", OPTIMIZERS)
-        choice("scheduler", SCHEDULERS)
-        choice("amp", AMP_MODES)
-        choice("mode", LOSS_MODES)
-        choice("wandb_mode", WANDB_MODES)
-        choice("enhance", ENHANCEMENTS)
+        Args:
+            what: how the message calls a field (``"Parameter"`` for notebooks). 消息中对字段的称呼
+        """
+        hints = field_types()
+        for f in dataclasses.fields(self):          # 类型：int 字段拒绝 1.5 与 True，float 字段接受 int
+            value = _coerce(getattr(self, f.name), hints[f.name], f"{what} {f.name!r}", f.metadata.get("expects"))
+            setattr(self, f.name, value)
+        for f in dataclasses.fields(self):          # 选项
+            allowed = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if allowed and value not in allowed:
+                raise ConfigError(f"Unknown {f.name} {value!r}; choose one of: {', '.join(allowed)}.")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
         positive = ["epochs", "batch_size", "base_channels", "depth", "image_size", "train_samples", "val_samples"]
         for name in positive:
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}.")
         if not (self.lr > 0):
             raise ConfigError(f"lr must be > 0, got {self.lr!r}.")
         if not (0.0 <= self.val_fraction < 1.0):
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}.")
-        if not (0.0 < self.scale <= 4.0):
-            raise ConfigError(f"scale must be in (0, 4], got {self.scale!r}.")
-        if self.crop_size is not None and int(self.crop_size) < 8:
+        check_scale(self.scale)
+        if self.crop_size is not None and self.crop_size < 8:
             raise ConfigError(f"crop_size must be >= 8 pixels (or None), got {self.crop_size!r}.")
         if not (0.0 < self.threshold < 1.0):
             raise ConfigError(f"threshold must be in (0, 1), got {self.threshold!r}.")
-        if self.num_workers != "auto" and (not isinstance(self.num_workers, int) or self.num_workers < 0):
+        if self.num_workers != "auto" and (isinstance(self.num_workers, str) or self.num_workers < 0):
             raise ConfigError(f"num_workers must be 'auto' or an integer >= 0, got {self.num_workers!r}.")
 
     # ------------------------------------------------------------------
@@ -138,12 +219,39 @@ class TrainConfig:
             raise ConfigError(f"Unknown TrainConfig field(s): {', '.join(unknown)}. Known fields: {', '.join(sorted(names))}.")
         return cls(**{k: v for k, v in values.items() if k in names})
 
+    @classmethod
+    def from_parameters(cls, **values: Any) -> TrainConfig:
+        """Build from a notebook's papermill parameters; a bad one gives one message naming the parameter.
+        由 notebook 的 papermill 参数构建；参数有误时给出一条写明参数名的消息
+
+        Only keyword arguments that are TrainConfig fields are used, so a notebook may pass all its parameters.
+        只使用属于 TrainConfig 字段的参数，notebook 可以把全部参数传进来
+
+        >>> TrainConfig.from_parameters(epochs=3, figure_dpi=80).epochs
+        3
+        >>> TrainConfig.from_parameters(epochs="abc")
+        Traceback (most recent call last):
+        ...
+        unet_course.errors.ConfigError: Parameter 'epochs' must be an integer, got 'abc' (str). Fix it in the parameters cell or in papermill -p.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        config = cls()                               # 先用默认值构建，再逐个检查参数
+        for name, value in values.items():
+            if name in names:
+                setattr(config, name, value)
+        try:
+            config.validate(what="Parameter")
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} Fix it in the parameters cell or in papermill -p.") from None
+        return config
+
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated). 返回修改部分字段后的副本"""
         return self.from_dict({**dataclasses.asdict(self), **changes})
 
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:
+        """Build from a JSON file of fields. 从 JSON 文件构建"""
         try:
             values = json.loads(Path(path).read_text())
         except FileNotFoundError:
@@ -153,8 +261,73 @@ class TrainConfig:
         return cls.from_dict(values)
 
 
-def check_scale(value: float) -> float:
-    """``scale`` must lie in ``(0, 4]``. 缩放比例须在 (0, 4] 内"""
-    if not 0.0 < float(value) <= 4.0:
-        raise ConfigError(f"scale must be in (0, 4], got {value!r}.")
-    return float(value)
+# ----------------------------------------------------------------------------------------------------------------
+# Type checks 类型检查
+# ----------------------------------------------------------------------------------------------------------------
+def field_types() -> dict[str, Any]:
+    """The real type of each :class:`TrainConfig` field (``int | None`` etc., not strings). 各字段的真实类型"""
+    return typing.get_type_hints(TrainConfig)
+
+
+def type_members(hint: Any) -> tuple[tuple[Any, ...], bool]:
+    """``int | None`` -> ``((int,), True)``: the non-None members of a type and whether None is allowed.
+    拆分联合类型：非 None 成员，以及是否允许 None
+
+    >>> type_members(int | None)
+    ((<class 'int'>,), True)
+    """
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        members = typing.get_args(hint)
+    else:
+        members = (hint,)
+    kinds = tuple(m for m in members if m is not type(None))
+    return kinds, len(kinds) < len(members)
+
+
+_NAMES = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string", list: "a list of numbers",
+          dict: "a dict (JSON object)"}
+
+
+def _convert(value: Any, kind: Any) -> tuple[bool, Any]:
+    """Try to read ``value`` as ``kind``; return ``(ok, converted)``. 尝试转换为 kind"""
+    base = typing.get_origin(kind) or kind
+    is_bool = isinstance(value, bool) or type(value).__name__ == "bool_"       # 包括 numpy.bool_
+    if base is bool:
+        return is_bool, bool(value) if is_bool else value
+    if base is int:
+        ok = isinstance(value, numbers.Integral) and not is_bool
+        return ok, int(value) if ok else value
+    if base is float:
+        ok = isinstance(value, numbers.Real) and not is_bool and math.isfinite(value)
+        return ok, float(value) if ok else value
+    if base is str:
+        return isinstance(value, str), value
+    if base is list:
+        items = value if isinstance(value, (list, tuple)) else None
+        converted = [_convert(v, float) for v in items] if items is not None else None
+        ok = converted is not None and all(good for good, _ in converted)
+        return ok, [v for _, v in converted] if ok else value
+    if base is dict:
+        return isinstance(value, dict), value
+    return True, value                                                        # 未知类型不检查
+
+
+def _coerce(value: Any, hint: Any, label: str, expects: str | None = None) -> Any:
+    """``value`` checked against the type ``hint`` (an int becomes a float for a float field).
+    按类型检查取值（float 字段中的整数转换为浮点数）
+
+    Raises:
+        ConfigError: ``"<label> must be an integer, got 'abc' (str)."``.
+    """
+    kinds, optional = type_members(hint)
+    if value is None and optional:
+        return None
+    for kind in kinds:
+        ok, converted = _convert(value, kind)
+        if ok:
+            return converted
+    expected = expects or " or ".join(_NAMES.get(typing.get_origin(k) or k, getattr(k, "__name__", str(k)))
+                                      for k in kinds)
+    if optional:
+        expected += " or None"
+    raise ConfigError(f"{label} must be {expected}, got {value!r} ({type(value).__name__}).")

@@ -76,17 +76,20 @@ def probs_to_labels(probs: torch.Tensor | np.ndarray, mode: str = "multiclass",
     """The decision rule: class probabilities -> class indices.
     决策规则：类别概率 -> 类别索引
 
-    ``"binary"``: foreground (1) where ``probs[1] >= threshold``, else background (0); ``"multiclass"``: the
-    arg-max over the classes (``threshold`` is not used). Every part of the package that turns probabilities into
+    Two classes (``"binary"``, or ``"multiclass"`` with ``K == 2``): foreground (1) where
+    ``probs[1] >= threshold``, else background (0). At ``threshold=0.5`` this is the arg-max (up to exact ties), and
+    a threshold tuned on validation data works for a 2-class softmax model as for a sigmoid one. More than two
+    classes: the arg-max (``threshold`` is not used). Every part of the package that turns probabilities into
     labels calls this function, so training, evaluation, prediction and the pictures agree pixel for pixel.
-    二分类：probs[1] >= threshold 处为前景；多分类：取概率最大的类别（不使用阈值）；
+    两类（binary，或 K == 2 的 multiclass）：probs[1] >= threshold 处为前景；阈值 0.5 时与取最大值相同，
+    因此在验证集上调好的阈值对 softmax 两类模型同样适用；多于两类：取概率最大的类别（不使用阈值）；
     训练、评估、预测与可视化都调用本函数，因此结果逐像素一致
 
     Args:
         probs: ``(B, K, H, W)`` or ``(K, H, W)`` probabilities (a tensor or a numpy array), as given by
             :func:`logits_to_probs`; ``"binary"`` needs ``K == 2``. 类别概率
         mode: ``"binary"`` or ``"multiclass"``. 模式
-        threshold: binary foreground threshold in ``(0, 1)``. 二分类前景阈值
+        threshold: foreground threshold in ``(0, 1)``, used whenever there are two classes. 两类时的前景阈值
 
     Returns:
         int64 ``(B, H, W)`` or ``(H, W)`` class indices (a tensor on the input's device).
@@ -105,6 +108,7 @@ def probs_to_labels(probs: torch.Tensor | np.ndarray, mode: str = "multiclass",
     if mode == "binary":
         if k != 2:
             raise ConfigError(f"mode='binary' expects the 2 channels [1 - p, p], got {k}; use 'multiclass'.")
+    if k == 2:                                                          # 两类：按阈值判定前景
         if not 0.0 < float(threshold) < 1.0:
             raise ConfigError(f"threshold must be in (0, 1), got {threshold!r}.")
         return (p.select(-3, 1) >= float(threshold)).long()            # (B, H, W) 前景概率不低于阈值
@@ -119,8 +123,8 @@ def logits_to_labels(logits: torch.Tensor, mode: str = "multiclass", threshold: 
 
     Args:
         logits: ``(B, K, H, W)`` raw scores; ``(B, 1, H, W)`` for ``"binary"``. 原始得分
-        mode: ``"multiclass"`` (arg-max of the softmax) or ``"binary"`` (``sigmoid(logit) >= threshold``). 模式
-        threshold: binary probability threshold in ``(0, 1)``. 二分类概率阈值
+        mode: ``"multiclass"`` (softmax) or ``"binary"`` (sigmoid). 模式
+        threshold: foreground probability threshold in ``(0, 1)``, used whenever there are two classes. 两类时的阈值
 
     Returns:
         ``(B, H, W)`` int64 class indices.

@@ -31,10 +31,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .config import AMP_MODES
 from .env import cpu_has_fast_bf16
 from .errors import ConfigError
-
-AMP_MODES = ("auto", "off", "fp16", "bf16")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ DRIVE recipe, ``green-clahe`` gave a held-out F1 of 0.782 against 0.773 for plai
 
 The enhancement is part of the data's definition, like the normalisation: it is applied to the *full* image
 (before any crop or resize), cached per image, written into the checkpoint (``meta["preprocess"]["enhance"]``) and
-applied again by :func:`unet_course.predict.predict_image`, so training and prediction see the same inputs.
+applied again by :func:`unet_course.inference.predict_image`, so training and prediction see the same inputs.
 增强属于数据定义的一部分：作用于完整图像（在裁剪与缩放之前），按图缓存，写入检查点，预测时再次执行
 
 ==============  ==========================================  ================

@@ -8,7 +8,7 @@ mask has the input's size. 预测使用训练时的预处理；当 scale != 1 �
 Flip TTA (test-time augmentation) averages the class probabilities of the identity, horizontal, vertical and
 both flips after un-flipping them. 翻转 TTA：对原图、水平、垂直和双向翻转的预测概率反翻转后求平均
 
-The decision rule (binary: ``p >= threshold``; multiclass: arg-max) is :func:`unet_course.metrics.probs_to_labels`,
+The decision rule (two classes: ``p[1] >= threshold``; more classes: arg-max) is :func:`unet_course.metrics.probs_to_labels`,
 the same one validation uses. 决策规则与验证时相同，由 metrics.probs_to_labels 给出
 
 Shapes: ``image`` uint8 ``(H, W, C)``; probabilities float32 ``(K, H, W)`` with ``K >= 2`` (a binary sigmoid
@@ -51,7 +51,7 @@ class Prediction:
         mask: ``(H, W)`` the labels written as the original mask values (uint8 when they fit).
             用原始掩码取值表示的预测（能放下时为 uint8）
         model_size: ``(h, w)`` the size the network saw (after ``scale``). 网络实际看到的尺寸
-        threshold: the binary threshold used (None for the multiclass arg-max). 使用的阈值
+        threshold: the threshold used with two classes (None for the arg-max of more classes). 使用的阈值
         mode: ``"binary"`` or ``"multiclass"``, the decision rule that made ``labels``. 决策规则
     """
 
@@ -229,7 +229,7 @@ def predict_image(
         mean, std: normalisation of the training data (``meta["normalization"]``). 归一化参数
         scale: training resize factor in ``(0, 4]`` (``meta["preprocess"]["scale"]``). 训练时的缩放比例
         mode: ``"binary"`` (1-channel sigmoid model) or ``"multiclass"`` (softmax). 模式
-        threshold: binary foreground threshold (``p >= threshold``); unused for multiclass. 二分类阈值
+        threshold: foreground threshold (``p[1] >= threshold``) with two classes; unused for more. 两类时的阈值
         mask_values: ``meta["mask_values"]``; class ``i`` is written as ``mask_values[i]``. None -> indices.
         tile: ``None`` for one whole-image pass, else the sliding-window tile size. None 表示整图推理
         overlap, tile_batch, blend: sliding-window settings (:func:`sliding_window_inference`). 滑动窗口设置
@@ -269,7 +269,7 @@ def predict_image(
     probs_np = probs[0].numpy().astype(np.float32, copy=False)        # (K, H, W)
     labels = probs_to_labels(probs_np, mode, threshold).numpy()       # (H, W) int64 与验证同一条规则
     return Prediction(probs=probs_np, labels=labels, mask=_labels_to_mask(labels, mask_values),
-                      model_size=model_size, threshold=float(threshold) if mode == "binary" else None, mode=mode)
+                      model_size=model_size, threshold=float(threshold) if probs_np.shape[-3] == 2 else None, mode=mode)
 
 
 def settings_from_meta(meta: dict[str, Any]) -> dict[str, Any]:

@@ -30,11 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import BLEND_MODES
 from ..errors import ConfigError
 from ..precision import AmpPolicy, as_policy, autocast
-
-#: Blending modes of :func:`sliding_window_inference`. 滑动窗口的融合方式
-BLEND_MODES = ("gaussian", "linear", "constant")
 
 
 def pair(value: int | Sequence[int], name: str) -> tuple[int, int]:

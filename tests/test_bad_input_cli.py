@@ -1,0 +1,146 @@
+"""Bad input at the command line (issue #12 items 4, 7, 11, 14): clear messages, nothing lost or overwritten.
+命令行的错误输入（问题 12 第 4、7、11、14 项）：消息清楚，输入不丢失、不被覆盖
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from cli_helpers import rgb_checkpoint, toy_sample
+from PIL import Image
+
+from unet_course import cli
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    """Name -> sha256 of every file in ``folder``. 目录中每个文件的哈希"""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _images(folder: Path, *names: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, name in enumerate(names):
+        Image.fromarray(toy_sample(20, 24, seed=k)[0]).save(folder / name)
+    return folder
+
+
+def _boom(*args, **kwargs):
+    raise AssertionError("the work started before the output was checked")
+
+
+def _blocked(tmp_path: Path) -> Path:
+    """A path below a regular file: never writable, even for root. 位于普通文件之下的路径，永远不可写"""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    return blocker / "out"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Item 4: predict never overwrites 第 4 项：predict 不覆盖文件
+# ---------------------------------------------------------------------------------------------------------------
+def test_predict_refuses_the_input_folder_as_output(tmp_path, capsys):
+    inputs = _images(tmp_path / "images", "x.png", "y.png")
+    before = _digest(inputs)
+    checkpoint = rgb_checkpoint(tmp_path)
+    assert cli.main(["predict", "-m", str(checkpoint), "--input-dir", str(inputs), "-o", str(inputs)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: -o/--output") and "is the folder of the input(s)" in err and "x.png" in err
+    assert _digest(inputs) == before                                     # 输入原样保留，也没有新文件
+
+
+def test_predict_refuses_two_inputs_with_the_same_stem(tmp_path, capsys):
+    inputs = _images(tmp_path / "images", "x.png", "x.jpg")
+    before = _digest(inputs)
+    out = tmp_path / "masks"
+    code = cli.main(["predict", "-m", str(rgb_checkpoint(tmp_path)), "--input-dir", str(inputs), "-o", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "x.jpg" in err and "x.png" in err and "would both write" in err and "-o/--output" in err
+    assert not out.exists() and _digest(inputs) == before               # 拒绝发生在任何工作之前
+
+
+def test_predict_on_a_full_disk_leaves_no_partial_mask(tmp_path, monkeypatch, capsys):
+    inputs = _images(tmp_path / "images", "x.png")
+    before = _digest(inputs)
+    out = tmp_path / "masks"
+    real_save = Image.Image.save
+
+    def full_disk(self, fp, *args, **kwargs):
+        if isinstance(fp, (str, Path)):                                  # 只让掩码写入失败
+            return real_save(self, fp, *args, **kwargs)
+        fp.write(b"\x89PNG partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    assert cli.main(["predict", "-m", str(rgb_checkpoint(tmp_path)), "-i", str(inputs / "x.png"),
+                     "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"the disk holding {str(out)!r} is full" in err and "free" in err and "x.png" in err
+    assert list(out.iterdir()) == []                                     # 没有 0 字节文件，也没有临时文件
+    assert _digest(inputs) == before
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Item 11: outputs are checked before the work 第 11 项：开始工作前检查输出
+# ---------------------------------------------------------------------------------------------------------------
+def test_evaluate_checks_its_output_before_loading_anything(tmp_path, capsys):
+    code = cli.main(["evaluate", str(tmp_path / "missing.pt"), "-o", str(_blocked(tmp_path) / "m.json")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "not writable" in err and "-o/--output" in err and "missing.pt" not in err   # 先于检查点报错
+
+
+@pytest.mark.parametrize("command,target", [
+    (["train", "--out-dir"], "unet_course.cli.train.fit"),
+    (["bench", "--output"], "unet_course.cli.bench.run_benchmark"),
+    (["course", "--out-dir"], "unet_course.cli.course.run_course"),
+])
+def test_train_bench_course_check_outputs_first(tmp_path, monkeypatch, capsys, command, target):
+    monkeypatch.setattr(target, _boom)
+    assert cli.main([*command, str(_blocked(tmp_path))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and command[-1] in err and str(tmp_path / "a_file") in err
+
+
+def test_predict_checks_its_output_before_loading_the_model(tmp_path, monkeypatch, capsys):
+    inputs = _images(tmp_path / "images", "x.png")
+    monkeypatch.setattr("unet_course.cli.predict.load_model", _boom)
+    code = cli.main(["predict", "-m", str(rgb_checkpoint(tmp_path)), "-i", str(inputs / "x.png"),
+                     "-o", str(_blocked(tmp_path))])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "not writable" in err and "Choose another -o/--output" in err   # 第 14 项：写出真实的参数名
+    assert "--out-dir" not in err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Items 7 and 14: wrong types and values 第 7、14 项：错误的类型与取值
+# ---------------------------------------------------------------------------------------------------------------
+def test_evaluate_refuses_max_images_zero(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["evaluate", str(tmp_path / "best.pt"), "--max-images", "0"])
+    assert exc.value.code == 2
+    assert "--max-images: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_train_reports_a_wrong_type_and_a_non_finite_lr(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("unet_course.cli.train.fit", _boom)
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"epochs": "abc"}))
+    assert cli.main(["train", "--config", str(config)]) == 2
+    assert "'epochs' must be an integer, got 'abc' (str)" in capsys.readouterr().err
+    assert cli.main(["train", "--lr", "inf"]) == 2
+    assert "'lr' must be a finite number, got inf" in capsys.readouterr().err
+
+
+def test_predict_refuses_a_bad_scale_before_loading_the_model(tmp_path, monkeypatch, capsys):
+    inputs = _images(tmp_path / "images", "x.png")
+    monkeypatch.setattr("unet_course.cli.predict.load_model", _boom)
+    code = cli.main(["predict", "-m", str(rgb_checkpoint(tmp_path)), "-i", str(inputs / "x.png"),
+                     "-o", str(tmp_path / "o"), "--scale", "5"])
+    assert code == 2
+    assert r"--scale must be in (0, 4], got 5.0" in capsys.readouterr().err

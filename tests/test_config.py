@@ -1,0 +1,84 @@
+"""TrainConfig: types are checked (issue #12 item 7), non-finite values refused (item 14), one scale rule.
+TrainConfig：检查类型（问题 12 第 7 项）、拒绝非有限值（第 14 项）、缩放规则只有一处
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+
+from unet_course.config import AMP_MODES, OPTIMIZERS, TrainConfig, check_scale, field_types
+from unet_course.errors import ConfigError
+
+
+@pytest.mark.parametrize("values,field,expected", [
+    ({"epochs": "abc"}, "epochs", "an integer"),
+    ({"lr": "0.1"}, "lr", "a finite number"),
+    ({"batch_size": 2.5}, "batch_size", "an integer"),
+    ({"epochs": 1.5}, "epochs", "an integer"),
+    ({"epochs": True}, "epochs", "an integer"),
+    ({"augment": "no"}, "augment", "true or false"),
+    ({"crop_size": "64"}, "crop_size", "an integer or None"),
+    ({"num_workers": 1.5}, "num_workers", "an integer >= 0 or 'auto'"),
+    ({"class_weights": [1, "x"]}, "class_weights", "a list of numbers or None"),
+])
+def test_wrong_types_name_the_field_the_type_and_the_value(values, field, expected):
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_dict(values)
+    message = str(info.value)
+    assert f"'{field}'" in message and expected in message and repr(values[field]) in message
+
+
+def test_int_is_accepted_for_a_float_and_none_for_an_optional():
+    cfg = TrainConfig(lr=1, grad_clip=None, crop_size=None, class_weights=(1, 2), num_workers=3)
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    assert cfg.grad_clip is None and cfg.crop_size is None
+    assert cfg.class_weights == [1.0, 2.0] and cfg.num_workers == 3
+    assert TrainConfig(num_workers="auto").num_workers == "auto"
+    with pytest.raises(ConfigError, match="num_workers must be 'auto'"):
+        TrainConfig(num_workers="four")
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_non_finite_learning_rates_are_refused(value):
+    with pytest.raises(ConfigError, match=r"'lr' must be a finite number, got (inf|-inf|nan)"):
+        TrainConfig(lr=value)
+
+
+def test_from_parameters_gives_one_message_naming_the_parameter():
+    """What a papermill user sees for ``-p epochs abc``. papermill 用户看到的消息"""
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_parameters(epochs="abc", dataset="synthetic")
+    assert str(info.value) == ("Parameter 'epochs' must be an integer, got 'abc' (str). "
+                               "Fix it in the parameters cell or in papermill -p.")
+    with pytest.raises(ConfigError, match="^Unknown optimizer 'adagrad'.*parameters cell"):
+        TrainConfig.from_parameters(optimizer="adagrad")
+    cfg = TrainConfig.from_parameters(epochs=2, lr=1, figure_dpi=80)       # 非字段参数被忽略
+    assert (cfg.epochs, cfg.lr) == (2, 1.0)
+
+
+def test_check_scale_is_the_one_scale_rule():
+    assert check_scale(4) == 4.0 and check_scale(0.25) == 0.25
+    for bad in (0, -1, 4.01, math.nan, math.inf, "1", True):
+        with pytest.raises(ConfigError, match=r"--scale must be in \(0, 4\]"):
+            check_scale(bad, "--scale")
+    with pytest.raises(ConfigError, match=r"scale must be in \(0, 4\], got 5"):
+        TrainConfig(scale=5)
+
+
+def test_every_field_has_help_and_real_types():
+    hints = field_types()
+    for f in dataclasses.fields(TrainConfig):
+        assert f.metadata.get("help"), f"{f.name} has no help text"
+        assert not isinstance(hints[f.name], str)                          # 真实类型，不是字符串
+    choices = {f.name: f.metadata.get("choices") for f in dataclasses.fields(TrainConfig)}
+    assert choices["optimizer"] == OPTIMIZERS and choices["amp"] == AMP_MODES
+
+
+def test_round_trip_through_json_keeps_types():
+    cfg = TrainConfig(epochs=3, lr=0.01, class_weights=[1.0, 3.0], extras={"note": "x"})
+    again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg

@@ -1,0 +1,61 @@
+"""``unet-course bench``: measure U-Net training/inference throughput and peak memory (JSON report).
+bench 子命令：测量 U-Net 训练/推理吞吐量与峰值内存（JSON 报告）
+
+Example::
+
+    unet-course bench --output runs/bench_cpu.json
+    unet-course bench --device cuda --modes fp32,fp16+cl --image-size 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..bench import run_benchmark
+from ..files import ensure_writable_file, write_json
+from .options import DEVICE_HELP, positive_int
+
+HELP = "measure training/inference throughput and memory (JSON)"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the ``unet-course bench`` flags to ``parser``. 为 bench 子命令添加参数"""
+    parser.description = parser.description or "Measure U-Net training/inference throughput and peak memory."
+    parser.add_argument("--base-channels", type=positive_int, default=64, help="width of the first level (default 64)")
+    parser.add_argument("--depth", type=positive_int, default=4, help="number of down-sampling steps (default 4)")
+    parser.add_argument("--image-size", type=positive_int, default=256, help="side of the square input (default 256)")
+    parser.add_argument("--batch-size", type=positive_int, default=2, help="images per step (default 2)")
+    parser.add_argument("--steps", type=positive_int, default=5, help="timed steps per phase (default 5)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps (default 2)")
+    parser.add_argument("--modes", default=None,
+                        help="comma-separated modes: fp32|bf16|fp16 plus +cl (channels_last) and/or +ckpt "
+                             "(gradient checkpointing); default: the device's set, e.g. fp32,fp32+cl,bf16,bf16+cl")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--bilinear", action="store_true", help="bilinear up-sampling model")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--output", metavar="FILE", default=None, help="also write the JSON report to FILE")
+    parser.add_argument("--no-train", dest="train", action="store_false", help="skip the training phase")
+    parser.add_argument("--no-infer", dest="infer", action="store_false", help="skip the inference phase")
+    parser.set_defaults(func=run_cli)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run the benchmark from parsed flags; print the JSON report (and write ``--output``). Returns 0.
+    按命令行参数运行基准测试，打印 JSON（并写入 --output）
+
+    ``--output`` is checked before the benchmark starts, so an unwritable path fails at once.
+    --output 在测量开始前检查，不可写时立即报错
+    """
+    output = ensure_writable_file(args.output, "--output") if args.output else None
+    modes = args.modes.split(",") if args.modes else None
+    report = run_benchmark(base_channels=args.base_channels, depth=args.depth, image_size=args.image_size,
+                           batch_size=args.batch_size, steps=args.steps, warmup=args.warmup, modes=modes,
+                           device=args.device, train=args.train, infer=args.infer, bilinear=args.bilinear,
+                           threads=args.threads, verbose=not args.quiet)
+    if output is not None:
+        write_json(output, report, what="bench report")
+    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    return 0

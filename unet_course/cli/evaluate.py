@@ -1,0 +1,118 @@
+"""``unet-course evaluate``: score a checkpoint on a dataset split at native resolution.
+evaluate 子命令：在原始分辨率上对检查点评分
+
+The metrics table goes to stderr and the JSON result to stdout, or to ``-o/--output``.
+指标表格写到 stderr，JSON 结果写到 stdout（或 -o/--output 指定的文件）
+
+Example::
+
+    unet-course evaluate runs/train/best.pt --split val --tile 256 --tta -o metrics.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import load_model
+from ..config import SPLITS
+from ..data import build_dataset
+from ..env import pick_device
+from ..files import ensure_writable_file, to_plain, write_json
+from ..inference import evaluate_dataset
+from .options import (
+    add_data_root_argument,
+    add_inference_arguments,
+    apply_data_root,
+    inference_options,
+    positive_int,
+)
+
+HELP = "score a checkpoint on a dataset split (metrics table + JSON)"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the ``evaluate`` flags (dataset, split, output, and the shared inference flags). 添加 evaluate 参数"""
+    parser.description = ("Score a checkpoint at native resolution. The table goes to stderr and the JSON to "
+                          "stdout, or to -o/--output.")
+    parser.add_argument("checkpoint", help="best.pt / last.pt written by `unet-course train`")
+    parser.add_argument("--dataset", help="dataset name (default: the one the checkpoint was trained on)")
+    parser.add_argument("--data-dir", help="dataset folder (default: the checkpoint's)")
+    add_data_root_argument(parser)
+    parser.add_argument("--split", default="val", choices=SPLITS, help="which split (default val)")
+    parser.add_argument("--max-images", type=positive_int, default=None, help="score only the first N (>= 1) images")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write the JSON here instead of stdout")
+    add_inference_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the output, load the checkpoint and dataset, score, report. 检查输出、加载、评分、报告
+
+    Returns:
+        0. Errors are :class:`~unet_course.errors.UNetCourseError` subclasses, printed by the CLI.
+    """
+    output = ensure_writable_file(args.output, "-o/--output") if args.output else None   # 评分前先检查
+    options = inference_options(args)
+    apply_data_root(args)
+    device = pick_device(args.device)
+    model, meta = load_model(args.checkpoint, device=device)
+    train_cfg = dict(meta.get("train_config") or {})
+    name = args.dataset or train_cfg.get("dataset") or "synthetic"
+    data_dir = args.data_dir if args.data_dir is not None else train_cfg.get("data_dir")
+    dataset = build_dataset(name, root=data_dir, split=args.split, **dataset_kwargs(name, args.split, train_cfg))
+    indices = None if args.max_images is None else list(range(min(len(dataset), args.max_images)))
+    result = evaluate_dataset(model, meta, dataset, device=device, indices=indices, **options)
+    result = {"checkpoint": str(args.checkpoint), "dataset": name, "split": args.split, **result}
+    table = metrics_table(result["metrics"], meta.get("class_names"))
+    header = f"{Path(args.checkpoint).name} on {name}/{args.split} ({result['n_images']} images)"
+    if output is not None:
+        write_json(output, result, what="metrics report")
+        print(header, table, f"\nwritten to {output}", sep="\n")
+    else:
+        print(header, table, sep="\n", file=sys.stderr)
+        print(json.dumps(to_plain(result), indent=2))
+    return 0
+
+
+def dataset_kwargs(name: str, split: str, train_cfg: dict[str, Any]) -> dict[str, Any]:
+    """Arguments of ``build_dataset`` taken from the checkpoint's ``train_config`` (same split, same sizes).
+    从检查点的 train_config 中取出 build_dataset 需要的参数（保证划分与尺寸一致）
+    """
+    wanted: dict[str, Any] = {"seed": train_cfg.get("seed"), "in_channels": train_cfg.get("in_channels")}
+    if name.replace("_", "-").lower().startswith("synthetic"):
+        wanted["image_size"] = train_cfg.get("image_size")
+        wanted["n_samples"] = train_cfg.get("train_samples" if split == "train" else "val_samples")
+    else:
+        wanted["val_fraction"] = train_cfg.get("val_fraction")
+    return {k: v for k, v in wanted.items() if v is not None}
+
+
+def metrics_table(metrics: dict[str, Any], class_names: Sequence[str] | None) -> str:
+    """A small text table: headline metrics, then one row per class. 文本表格：主要指标与逐类指标
+
+    >>> print(metrics_table({"dice": 0.5, "iou": [0.9, 0.25]}, ["bg", "fg"]))
+    dice                0.5000
+    <BLANKLINE>
+    class                    iou
+    bg                    0.9000
+    fg                    0.2500
+    """
+    lines = []
+    for key in ("dice", "mean_dice", "mean_iou", "pixel_accuracy", "pixel_error", "auc"):
+        value = metrics.get(key)
+        if isinstance(value, (int, float)):
+            lines.append(f"{key:<16}{value:>10.4f}")
+    per_class = [k for k in ("dice_per_class", "iou", "precision", "recall") if isinstance(metrics.get(k), list)]
+    if per_class:
+        k = len(metrics[per_class[0]])
+        names = list(class_names or [])[:k] + [f"class {i}" for i in range(len(class_names or []), k)]
+        lines.append("")
+        lines.append(f"{'class':<16}" + "".join(f"{c:>12}" for c in per_class))
+        for i, name in enumerate(names):
+            lines.append(f"{str(name)[:15]:<16}" + "".join(f"{metrics[c][i]:>12.4f}" for c in per_class))
+    return "\n".join(lines)

@@ -1,0 +1,43 @@
+"""``unet-course inspect``: report the raw values found in mask files (0/1 vs 0/255, JPEG noise, ...).
+inspect 子命令：报告掩码文件中的原始取值（0/1 还是 0/255、JPEG 噪声等）
+
+Example::
+
+    unet-course inspect drive --split train
+    unet-course inspect path/to/masks --max-files 20
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..data import build_dataset
+from ..data.masks import inspect_masks
+from .options import add_data_root_argument, apply_data_root, positive_int
+
+HELP = "report the raw values found in mask files"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the ``inspect`` flags. 添加 inspect 参数"""
+    parser.description = "Report mask values, counts and likely problems (0/1 vs 0/255, JPEG noise, ...)."
+    parser.add_argument("target", help="a dataset name (synthetic, drive, isbi2012, ...) or a folder/file of masks")
+    parser.add_argument("--data-dir", help="dataset folder when TARGET is a dataset name")
+    add_data_root_argument(parser)
+    parser.add_argument("--split", default="train", help="split of a named dataset (default train)")
+    parser.add_argument("--ignore-index", type=int, default=255, help="label value that is never scored")
+    parser.add_argument("--max-files", type=positive_int, default=None, help="look at no more than N files")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the mask report of a folder, a file or a named dataset. 打印掩码报告"""
+    apply_data_root(args)
+    path = Path(args.target).expanduser()
+    masks: Any = path                                          # 掩码目录或单个文件
+    if not path.exists():
+        masks = build_dataset(args.target, root=args.data_dir, split=args.split)
+    print(inspect_masks(masks, ignore_index=args.ignore_index, max_files=args.max_files, warn=False))
+    return 0

@@ -1,0 +1,267 @@
+"""``unet-course predict``: write one mask per input image with a trained checkpoint.
+predict 子命令：用训练好的检查点为每张输入图像写出一个掩码
+
+Outputs are named like the inputs: ``01_test.tif`` -> ``<output>/01_test.png`` (the original mask values at the
+original size); a multi-page TIFF (ISBI ``test-volume.tif``) -> ``<output>/test-volume.tif`` with one mask page per
+input page. ``--viz`` adds ``<name>_overlay.png``, ``--save-probs`` adds ``<name>_prob.npy``.
+输出与输入同名：单张图写 PNG，多页 TIFF 写同名的多页 TIFF；--viz 额外写叠加图，--save-probs 写概率
+
+predict never overwrites an input or one of its own outputs. Before any work it refuses an ``-o/--output`` that is
+the folder of an input, an output name that resolves to an input file, and two inputs that would write the same
+file (``x.jpg`` and ``x.png`` both give ``x.png``); every message names the files and the fix. Each file is
+written atomically (:func:`unet_course.files.write_with`): a full disk leaves no partial or 0-byte mask, and the
+error names the folder and its free space.
+predict 不会覆盖输入文件或自己的其他输出：开始前就拒绝与输入同目录的 -o/--output、会解析到输入文件的输出名，
+以及会写同一文件的两个输入（如 x.jpg 与 x.png）；每个文件原子写入，磁盘已满时不留下 0 字节文件
+
+Example::
+
+    unet-course predict -m runs/drive/best.pt --input-dir DRIVE/test/images -o runs/drive/test_masks \\
+        --tile 256 --tta --fov-dir DRIVE/test/mask
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from ..checkpoint import load_model
+from ..data.io import IMAGE_EXTENSIONS, TIFF_EXTENSIONS, read_image, read_stack
+from ..env import default_out_dir, pick_device
+from ..errors import CheckpointError, DataError, OutputError
+from ..files import ensure_writable_dir, write_with
+from ..inference import apply_fov, find_fov_mask, predict_image, settings_from_meta
+from ..viz import overlay
+from .options import add_inference_arguments, inference_options
+
+HELP = "write masks for images with a trained checkpoint"
+
+#: The flag that names the output folder, as messages should spell it. 输出目录参数的写法
+OUTPUT_FLAG = "-o/--output"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``unet-course predict`` options to ``parser``. 为 predict 子命令添加参数"""
+    parser.description = (
+        "Write one mask per input, named like it (<name>.png; a multi-page TIFF gives <name>.tif with one page per "
+        "input page). Inputs are never overwritten: predict refuses, before any work, an -o/--output that is the "
+        "folder of an input and two inputs with the same name stem (x.jpg and x.png would both write x.png); "
+        "predict those in two runs with different -o/--output folders.")
+    parser.add_argument("-m", "--model", required=True, metavar="CKPT", help="checkpoint (best.pt / last.pt)")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("-i", "--input", nargs="+", metavar="IMG", help="image file(s); a multi-page TIFF is a stack")
+    src.add_argument("--input-dir", metavar="DIR", help=f"every image in DIR ({', '.join(IMAGE_EXTENSIONS)})")
+    parser.add_argument("-o", "--output", metavar="DIR", default=None,
+                        help="where the masks go (default runs/predict); not the folder of an input 输出目录")
+    parser.add_argument("--fov-dir", metavar="DIR", default=None,
+                        help="field-of-view masks (<name>_mask.*, e.g. DRIVE's test/mask): pixels outside the FOV "
+                             "are set to the background value 视野掩码目录")
+    parser.add_argument("--viz", action="store_true", help="also write <name>_overlay.png 叠加图")
+    parser.add_argument("--save-probs", action="store_true",
+                        help="also write <name>_prob.npy (float16, K x H x W) 概率")
+    add_inference_arguments(parser)
+    parser.set_defaults(func=run_cli)
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Inputs and planned outputs 输入与计划输出
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class Job:
+    """One input file and the files it will write. 一个输入文件及其输出文件"""
+
+    path: Path                                           # the input image or TIFF stack 输入
+    pages: int                                           # > 1 for a multi-page TIFF 页数
+    outputs: dict[str, Path] = field(default_factory=dict)   # "mask" / "overlay" / "probs" -> path
+
+
+def collect_inputs(files: Sequence[str] | None, folder: str | None) -> list[Path]:
+    """The input files, checked to exist. 收集并检查输入文件
+
+    Raises:
+        DataError: a missing file, or a folder that is missing or holds no images.
+    """
+    if folder is not None:
+        root = Path(folder).expanduser()
+        if not root.is_dir():
+            raise DataError(f"--input-dir {str(root)!r} is not a folder.")
+        paths = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not paths:
+            raise DataError(f"--input-dir {str(root)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+        return paths
+    paths = [Path(f).expanduser() for f in files or []]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"Input image(s) not found: {', '.join(missing)}.")
+    return paths
+
+
+def tiff_pages(path: Path) -> int:
+    """Number of pages of a TIFF (1 for other files or unreadable ones). TIFF 的页数"""
+    if path.suffix.lower() not in TIFF_EXTENSIONS:
+        return 1
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return len(tif.pages)
+    except Exception:        # 损坏的文件交给 read_image 报告清晰的错误
+        return 1
+
+
+def plan_outputs(inputs: Sequence[Path], out_dir: Path, viz: bool = False, save_probs: bool = False) -> list[Job]:
+    """Name every output before any work: ``<stem>.png`` (``<stem>.tif`` for a stack), plus the extras.
+    开始工作前为每个输出命名
+
+    Args:
+        inputs: the input files. 输入文件
+        out_dir: the output folder (need not exist yet). 输出目录
+        viz, save_probs: also plan ``<stem>_overlay.*`` / ``<stem>_prob.npy``. 是否写叠加图与概率
+
+    Returns:
+        One :class:`Job` per input.
+    """
+    jobs = []
+    for path in inputs:
+        pages = tiff_pages(path)
+        suffix = ".tif" if pages > 1 else ".png"                       # 多页 TIFF 写多页 TIFF
+        job = Job(path, pages, {"mask": out_dir / f"{path.stem}{suffix}"})
+        if viz:
+            job.outputs["overlay"] = out_dir / f"{path.stem}_overlay{suffix}"
+        if save_probs and pages == 1:
+            job.outputs["probs"] = out_dir / f"{path.stem}_prob.npy"
+        jobs.append(job)
+    return jobs
+
+
+def check_outputs(jobs: Sequence[Job], out_dir: Path) -> None:
+    """Refuse any plan that would overwrite an input or write one file twice. 拒绝会覆盖输入或重复写入的计划
+
+    Raises:
+        OutputError: ``out_dir`` is the folder of an input; an output resolves to an input file; two inputs
+            would write the same file (the message names both inputs).
+    """
+    target = out_dir.expanduser().resolve()
+    inputs = {job.path.resolve(): job.path for job in jobs}
+    beside = [str(p) for p in inputs.values() if p.resolve().parent == target]
+    if beside:
+        raise OutputError(
+            f"{OUTPUT_FLAG} {str(out_dir)!r} is the folder of the input(s) {', '.join(beside[:3])}"
+            f"{' ...' if len(beside) > 3 else ''}; masks are named like their inputs and would overwrite or mix "
+            f"with them. Choose another {OUTPUT_FLAG} folder.")
+    writers: dict[Path, Path] = {}
+    for job in jobs:
+        for output in job.outputs.values():
+            resolved = output.expanduser().resolve()
+            if resolved in inputs:
+                raise OutputError(f"Writing {str(output)!r} would overwrite the input {str(inputs[resolved])!r}. "
+                                  f"Choose another {OUTPUT_FLAG} folder.")
+            if resolved in writers:
+                raise OutputError(
+                    f"The inputs {str(writers[resolved])!r} and {str(job.path)!r} would both write "
+                    f"{str(output)!r} (outputs are named by the input's name without its suffix). Rename one of "
+                    f"them, or predict them in two runs with different {OUTPUT_FLAG} folders.")
+            writers[resolved] = job.path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Atomic writers 原子写入
+# ----------------------------------------------------------------------------------------------------------------
+def write_png(path: Path, array: np.ndarray, what: str = "mask") -> Path:
+    """Write a uint8 ``(H, W)`` or ``(H, W, 3)`` array as PNG, atomically. 原子写入 PNG"""
+    return write_with(path, lambda handle: Image.fromarray(array).save(handle, format="PNG"), what)
+
+
+def write_tiff(path: Path, stack: np.ndarray, photometric: str, what: str = "mask stack") -> Path:
+    """Write ``(N, H, W)`` / ``(N, H, W, 3)`` as a multi-page TIFF, atomically. 原子写入多页 TIFF"""
+    buffer = io.BytesIO()                      # tifffile wants a named file; the atomic handle has only a number
+    tifffile.imwrite(buffer, stack, photometric=photometric)
+    return write_with(path, lambda handle: handle.write(buffer.getvalue()), what)
+
+
+def write_npy(path: Path, array: np.ndarray, what: str = "probabilities") -> Path:
+    """Write a numpy array as ``.npy``, atomically. 原子写入 .npy"""
+    return write_with(path, lambda handle: np.save(handle, array), what)
+
+
+def overlay_array(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The predicted classes drawn over the image, uint8 ``(H, W, 3)``. 预测类别叠加在图像上"""
+    return np.asarray(overlay(image, labels))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The command 子命令
+# ----------------------------------------------------------------------------------------------------------------
+def run_cli(args: argparse.Namespace) -> int:
+    """Run ``unet-course predict``: check everything, then predict and write each input in turn.
+    执行 predict：先检查全部输入与输出，再逐个预测并写出
+
+    Returns:
+        0 on success. Errors are :class:`~unet_course.errors.UNetCourseError` subclasses, printed by the CLI.
+    """
+    checkpoint = Path(args.model).expanduser()
+    if not checkpoint.exists():
+        raise CheckpointError(
+            f"Checkpoint {str(checkpoint)!r} does not exist. Pass the best.pt/last.pt written by `unet-course train`."
+        )
+    inputs = collect_inputs(getattr(args, "input", None), getattr(args, "input_dir", None))
+    options = inference_options(args)                                      # 先检查 --scale 等参数
+    fov_dir = Path(args.fov_dir).expanduser() if getattr(args, "fov_dir", None) else None
+    fov_paths = {path: find_fov_mask(fov_dir, path) for path in inputs} if fov_dir else {}   # 先全部检查再预测
+    out_dir = Path(args.output).expanduser() if args.output else default_out_dir("predict")
+    jobs = plan_outputs(inputs, out_dir, viz=args.viz, save_probs=getattr(args, "save_probs", False))
+    check_outputs(jobs, out_dir)                                           # 不覆盖输入，不重复写同一文件
+    out_dir = ensure_writable_dir(out_dir, OUTPUT_FLAG)
+    device = pick_device(args.device)
+    model, meta = load_model(checkpoint, device=device)
+    settings = {**settings_from_meta(meta), **options}
+
+    def predict(image: np.ndarray, label: str) -> Any:
+        # the checkpoint is part of the name, so a channel mismatch names both files 通道不符时消息同时写出两个文件
+        return predict_image(model, image, name=f"{label} (model {checkpoint})", device=device, **settings)
+
+    for job in jobs:
+        start = time.perf_counter()
+        if job.pages > 1:
+            shape = _predict_stack(job, predict)
+        else:
+            shape = _predict_single(job, predict, fov_paths.get(job.path), int(settings["mask_values"][0]))
+        print(f"{job.path.name} -> {job.outputs['mask']} ({shape}, {time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _predict_stack(job: Job, predict: Callable[[np.ndarray, str], Any]) -> str:
+    """Predict every page of a multi-page TIFF; write the mask stack (and overlays). 逐页预测多页 TIFF"""
+    stack = np.asarray(read_stack(job.path))                               # (N, H, W[, C])
+    masks, overlays = [], []
+    for k, page in enumerate(stack):
+        pred = predict(page, f"{job.path} (page {k})")
+        masks.append(pred.mask)                                            # (H, W)
+        if "overlay" in job.outputs:
+            overlays.append(overlay_array(page, pred.labels))              # (H, W, 3)
+    # (N, H, W) one mask per page; minisblack, so that 3 pages are not read as RGB planes 明确 minisblack
+    write_tiff(job.outputs["mask"], np.stack(masks), "minisblack")
+    if overlays:
+        write_tiff(job.outputs["overlay"], np.stack(overlays), "rgb", what="overlay stack")
+    return f"{len(masks)} pages of {masks[0].shape[1]}x{masks[0].shape[0]}"
+
+
+def _predict_single(job: Job, predict: Callable[[np.ndarray, str], Any], fov: Path | None, background: int) -> str:
+    """Predict one image; write its mask (FOV applied) and the extras. 预测单张图像并写出掩码与附加文件"""
+    image = read_image(job.path)                                           # (H, W, C) uint8
+    pred = predict(image, str(job.path))
+    mask = pred.mask if fov is None else apply_fov(pred.mask, fov, background)   # 视野外为背景
+    write_png(job.outputs["mask"], mask)
+    if "overlay" in job.outputs:
+        write_png(job.outputs["overlay"], overlay_array(image, pred.labels), what="overlay")
+    if "probs" in job.outputs:
+        write_npy(job.outputs["probs"], pred.probs.astype(np.float16))
+    return f"{mask.shape[1]}x{mask.shape[0]}"

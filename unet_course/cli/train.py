@@ -1,0 +1,62 @@
+"""``unet-course train``: build a :class:`~unet_course.config.TrainConfig` from the flags and call ``fit``.
+train 子命令：由命令行参数构建 TrainConfig 并调用 fit
+
+Examples::
+
+    unet-course train                                   # synthetic data, about two minutes on a laptop CPU
+    unet-course train --recipe drive --epochs 50
+    unet-course train --resume last                     # continue runs/train/last.pt
+    torchrun --nproc_per_node=2 -m unet_course train    # data-parallel on 2 processes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from ..env import default_out_dir
+from ..files import ensure_writable_dir
+from ..training import fit
+from .options import (
+    add_data_root_argument,
+    add_train_config_arguments,
+    apply_data_root,
+    available_recipes,
+    config_from_args,
+)
+
+HELP = "train a U-Net (every TrainConfig field is a flag)"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the ``train`` flags: recipe, config file, data root, and one flag per TrainConfig field.
+    添加 train 参数：配方、配置文件、数据根目录，以及每个 TrainConfig 字段
+    """
+    parser.description = ("Train a U-Net. Values: TrainConfig defaults < --recipe < --config < flags. "
+                          "torchrun --nproc_per_node=N -m unet_course train ... runs data-parallel.")
+    parser.add_argument("--recipe", metavar="NAME",
+                        help=f"preset from unet_course/recipes ({', '.join(available_recipes()) or 'none installed'})")
+    parser.add_argument("--config", metavar="FILE.json", help="JSON object of TrainConfig fields")
+    add_data_root_argument(parser)
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    add_train_config_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Resolve the config, check ``--out-dir`` before any work, then train. 解析配置、先检查输出目录，再训练
+
+    Returns:
+        0. Errors are :class:`~unet_course.errors.UNetCourseError` subclasses, printed by the CLI.
+    """
+    apply_data_root(args)
+    cfg = config_from_args(args)
+    if args.print_config:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    ensure_writable_dir(cfg.out_dir or default_out_dir("train"), "--out-dir")     # 训练开始前就检查
+    history = fit(cfg)
+    if history.best_metric is not None and os.environ.get("RANK", "0") == "0":    # 只有主进程打印
+        print(f"best val Dice {history.best_metric:.4f} (epoch {history.best_epoch}); outputs in {history.out_dir}")
+    return 0
