@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from unet_course.bench import configure_parser, count_flops, default_mode, parse_mode, run_benchmark, run_cli
+from unet_course.bench import count_flops, default_mode, parse_mode, run_benchmark
+from unet_course.cli.bench import configure_parser, run_cli
 from unet_course.errors import ConfigError
 from unet_course.model.describe import conv_output_size
 

@@ -151,15 +151,15 @@ def test_trained_checkpoint_round_trips_0_255_mask_values(tmp_path: Path) -> Non
     # 取前景概率的中位数作阈值，保证两个类别都会出现在输出中
     test_image, _ = toy_sample(40, 44, seed=99)
     Image.fromarray(test_image).save(tmp_path / "new_case.png")
-    probs = predict_with_meta(model, meta, test_image).probs
+    probs = predict_with_meta(model, meta, test_image, amp="off").probs            # fp32：与下面的命令一致
     threshold = float(np.median(probs[1]))
     assert 0.0 < threshold < 1.0
     assert predict_cli("-m", str(checkpoint), "-i", str(tmp_path / "new_case.png"), "-o", str(tmp_path / "pred"),
-               "--threshold", f"{threshold:.9f}") == 0
+               "--threshold", f"{threshold:.9f}", "--amp", "off") == 0
     written = np.asarray(Image.open(tmp_path / "pred" / "new_case.png"))
     assert written.shape == (40, 44) and written.dtype == np.uint8
     assert set(np.unique(written).tolist()) == {0, 255}                 # 不是 {0, 1}
-    expected = np.where(probs[1] > float(f"{threshold:.9f}"), 255, 0)
+    expected = np.where(probs[1] >= float(f"{threshold:.9f}"), 255, 0)
     assert (written == expected).mean() > 0.999
 
 

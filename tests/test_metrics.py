@@ -150,8 +150,11 @@ def test_logits_to_labels_is_probs_to_labels_of_logits_to_probs(mode: str, chann
     for threshold in (0.1, 0.5, 0.9):
         composed = probs_to_labels(probs, mode, threshold)
         assert torch.equal(logits_to_labels(logits, mode, threshold), composed)
-    if mode == "multiclass":
-        assert torch.equal(logits_to_labels(logits, mode, 0.9), logits.argmax(1))   # 多分类与阈值无关
+    if channels > 2:
+        assert torch.equal(logits_to_labels(logits, mode, 0.9), logits.argmax(1))   # 多于两类：与阈值无关
+    elif mode == "multiclass":                                                      # 两类 softmax：阈值作用于 p[1]
+        assert torch.equal(logits_to_labels(logits, mode, 0.3), (probs[:, 1] >= 0.3).long())
+        assert torch.equal(logits_to_labels(logits, mode, 0.5), logits.argmax(1))   # 0.5 时等于取最大值
     else:
         assert torch.equal(logits_to_labels(logits, mode, 0.3), (torch.sigmoid(logits[:, 0]) >= 0.3).long())
 

@@ -303,7 +303,7 @@ def test_tta_with_tiling_returns_valid_probabilities() -> None:
 def test_predict_image_rejects_rgb_into_a_gray_model() -> None:
     model = UNet(1, 2, base_channels=4, depth=2)
     img, _ = toy_sample(16, 16, channels=3)
-    with pytest.raises(DataError, match=r"rgb.png.*in_channels=1"):       # data.io.match_channels 的规则
+    with pytest.raises(DataError, match=r"rgb.png.*3 channel\(s\).*expects 1"):  # 预测时的提示
         predict_image(model, img, mean=(0.5,), std=(0.5,), name="rgb.png")
 
 
@@ -361,9 +361,10 @@ def test_evaluate_dataset_scores_inside_the_fov_at_native_size() -> None:
         assert result["metrics"]["auc"] == pytest.approx(1.0)
         assert [r["name"] for r in result["per_image"]] == ["toy_0", "toy_1", "toy_2"]
         assert result["metrics"]["n_pixels"] == 3 * 25 * 31
-    # a two-class softmax model uses the arg-max: a threshold override changes nothing 多分类取最大概率，与阈值无关
-    same = evaluate_dataset(model, meta, ToyDataset(), threshold=0.999999999, indices=[0])
-    assert same["metrics"]["dice"] == pytest.approx(1.0) and same["n_images"] == 1
+    # a two-class softmax model follows the threshold too: one above every probability leaves no foreground
+    # 两类 softmax 模型同样使用阈值：高于所有概率的阈值使前景消失
+    none = evaluate_dataset(model, meta, ToyDataset(), threshold=0.999999999, indices=[0])
+    assert none["metrics"]["dice"] == pytest.approx(0.0) and none["n_images"] == 1
     # a binary sigmoid model: a threshold above every probability leaves almost no foreground 二分类：阈值过高时前景消失
     binary = {**meta, "preprocess": {**meta["preprocess"], "mode": "binary"}}
     sigmoid = oracle_model(out_channels=1)
@@ -428,10 +429,13 @@ def test_labels_follow_the_metrics_decision_rule() -> None:
     predict_image 的类别与 metrics.probs_to_labels 完全一致
     """
     img, _ = toy_sample(20, 24)
-    multi = predict_image(TileRecorder(3, 2), img, mean=MEAN, std=STD, threshold=0.9)
+    two = predict_image(TileRecorder(3, 2), img, mean=MEAN, std=STD, threshold=0.9)
+    assert two.threshold == 0.9 and two.mode == "multiclass"
+    assert (two.labels == probs_to_labels(two.probs, "multiclass", 0.9).numpy()).all()
+    assert (two.labels == (two.probs[1] >= 0.9)).all()                   # 两类：阈值作用于 p[1]
+    multi = predict_image(TileRecorder(3, 3), img, mean=MEAN, std=STD, threshold=0.9)
     assert multi.threshold is None and multi.mode == "multiclass"
-    assert (multi.labels == probs_to_labels(multi.probs, "multiclass").numpy()).all()
-    assert (multi.labels == multi.probs.argmax(0)).all()                 # 阈值不影响多分类
+    assert (multi.labels == multi.probs.argmax(0)).all()                 # 多于两类：阈值不起作用
     binary = predict_image(TileRecorder(3, 1), img, mean=MEAN, std=STD, mode="binary", threshold=0.3)
     assert binary.threshold == 0.3 and binary.mode == "binary"
     assert (binary.labels == probs_to_labels(binary.probs, "binary", 0.3).numpy()).all()

@@ -181,14 +181,16 @@ def test_plot_tiling_draws_every_tile() -> None:
 
 
 def test_explore_threshold_uses_the_prediction_decision_rule(monkeypatch) -> None:
-    """A binary Prediction is re-thresholded by the slider (p >= t); a multiclass one keeps its arg-max.
-    二分类预测随阈值滑块变化（p >= t）；多分类预测始终取最大概率
+    """A two-class Prediction is re-thresholded by the slider (p >= t); one of three classes keeps its arg-max.
+    两类预测随阈值滑块变化（p >= t）；三类预测始终取最大概率
     """
     monkeypatch.setenv("UNET_COURSE_HEADLESS", "1")
     p = np.tile(np.linspace(0.0, 1.0, 30, dtype=np.float32), (24, 1))       # (H, W) 前景概率从 0 到 1
     probs = np.stack([1 - p, p])
 
-    def shown_prediction(mode: str, thr: float) -> np.ndarray:
+    three = np.stack([0.5 * (1 - p), 0.5 * (1 - p), p])                     # (3, H, W)
+
+    def shown_prediction(mode: str, thr: float, probs=probs) -> np.ndarray:
         def predictor(image: np.ndarray) -> Prediction:
             return Prediction(probs=probs, labels=np.zeros((24, 30), np.int64), mask=np.zeros((24, 30)), mode=mode)
 
@@ -197,4 +199,6 @@ def test_explore_threshold_uses_the_prediction_decision_rule(monkeypatch) -> Non
 
     low, high = shown_prediction("binary", 0.2), shown_prediction("binary", 0.8)
     assert (low.sum(-1) > 0).sum() > (high.sum(-1) > 0).sum()               # 阈值越低前景越多
-    np.testing.assert_array_equal(shown_prediction("multiclass", 0.2), shown_prediction("multiclass", 0.8))
+    low, high = shown_prediction("multiclass", 0.2), shown_prediction("multiclass", 0.8)
+    assert (low.sum(-1) > 0).sum() > (high.sum(-1) > 0).sum()               # 两类 softmax 同样随阈值变化
+    np.testing.assert_array_equal(shown_prediction("multiclass", 0.2, three), shown_prediction("multiclass", 0.8, three))

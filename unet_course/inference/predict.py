@@ -178,7 +178,15 @@ def _prepare(model: nn.Module, image: Any, label: str, enhance: str) -> np.ndarr
     img = load_image(image, name=label)                               # (H, W, C) uint8
     if enhance != "none":
         img = enhance_image(img, enhance, label)                      # (H, W, 1) CLAHE 等对比度增强
-    return match_channels(img, model_in_channels(model), label)       # 灰度 -> RGB 与训练时相同；其余不一致报错
+    want = model_in_channels(model)
+    try:
+        return match_channels(img, want, label)                       # 灰度 -> RGB 与训练时相同；其余不一致报错
+    except DataError:                                                 # 预测时的补救办法与训练时不同
+        raise DataError(
+            f"Image {label!r} has {img.shape[2]} channel(s) but the model expects {want} (it was trained on "
+            f"{'grayscale' if want == 1 else 'RGB'} images). Convert the image, or use a model trained on "
+            f"{img.shape[2]}-channel images."
+        ) from None
 
 
 def _forward(model: nn.Module, x: torch.Tensor, device: str | torch.device | None,
