@@ -5,6 +5,7 @@
 - :mod:`.figures`: Figures (``show_panels``, ``show_overlay``, ``plot_prob_histogram``, ``plot_history``,
   ``plot_tiling``); they are returned, never shown with ``plt.show()``
 - :mod:`.explorer`: ``explore`` (sliders in Jupyter, a static figure in headless runs)
+- :mod:`.source`: ``show_source`` (the package's annotated code, highlighted, for the notebooks)
 
 Masks are coloured as class indices; raw mask values are read through ``mask_values``
 (:func:`unet_course.data.masks.values_to_indices`), never guessed. 掩码按类别索引上色；原始取值通过 mask_values 映射
@@ -24,6 +25,7 @@ from .images import (
     overlay,
     to_numpy,
 )
+from .source import Source, show_source
 
 __all__ = [
     "StaticExplorer",
@@ -41,4 +43,6 @@ __all__ = [
     "plot_history",
     "plot_tiling",
     "explore",
+    "Source",
+    "show_source",
 ]
