@@ -113,6 +113,8 @@ class TrainConfig:
     train_samples: int = knob(128, "synthetic: samples per epoch 合成数据每轮样本数")
     val_samples: int = knob(64, "synthetic: validation samples 合成验证样本数")
     val_fraction: float = knob(0.2, "real data: held-out fraction, in [0, 1) 验证集比例")
+    folds: int = knob(0, "k-fold cross-validation: number of folds (0 -> use val_fraction) 交叉验证折数")
+    fold: int = knob(0, "k-fold cross-validation: the fold used for validation, 0 .. folds-1 验证用的折")
     samples_per_epoch: int | None = knob(None, "real data: random crops per epoch (the train set repeats); "
                                                "none -> one pass 每轮随机裁剪数")
     augment: bool = knob(True, "flips / rotations / jitter on the training split 训练增强")
@@ -193,6 +195,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}.")
         if not (self.lr > 0):
             raise ConfigError(f"lr must be > 0, got {self.lr!r}.")
+        if self.folds and not (self.folds >= 2 and 0 <= self.fold < self.folds):
+            raise ConfigError(f"folds={self.folds}, fold={self.fold}: use folds >= 2 and 0 <= fold < folds "
+                              "(or folds=0 for a plain val_fraction split).")
         if not (0.0 <= self.val_fraction < 1.0):
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}.")
         check_scale(self.scale)

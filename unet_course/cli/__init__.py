@@ -1,4 +1,4 @@
-"""The ``unet-course`` command line: train, evaluate, predict, bench, inspect, course.
+"""The ``unet-course`` command line: train, cv, evaluate, predict, bench, inspect, course.
 unet-course 命令行：训练、评估、预测、基准测试、检查掩码、运行课程
 
 One module per command (``cli/train.py``, ``cli/evaluate.py``, ...), each with ``configure_parser(parser)`` and
@@ -26,12 +26,12 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import UNetCourseError
 from ..training import setup_logging
-from . import bench, course, evaluate, inspect, predict, train
+from . import bench, course, cv, evaluate, inspect, predict, train
 from .options import available_recipes, config_from_args, load_recipe
 
 #: The sub-commands in the order ``--help`` lists them. 子命令（按帮助中的顺序）
-COMMANDS = {"train": train, "evaluate": evaluate, "predict": predict, "bench": bench, "inspect": inspect,
-            "course": course}
+COMMANDS = {"train": train, "cv": cv, "evaluate": evaluate, "predict": predict, "bench": bench,
+            "inspect": inspect, "course": course}
 
 
 def build_parser() -> argparse.ArgumentParser:

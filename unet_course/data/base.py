@@ -25,21 +25,29 @@ from .transforms import SegmentationTransform
 SPLITS = ("train", "val", "test", "all")
 
 
-def split_indices(n: int, val_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
-    """Deterministic train/val split of ``range(n)``.
-    对 range(n) 做确定性的训练/验证划分
+def split_indices(n: int, val_fraction: float, seed: int = 0, *, folds: int = 0,
+                  fold: int = 0) -> tuple[list[int], list[int]]:
+    """Deterministic train/val split of ``range(n)``, or fold ``fold`` of a k-fold split.
+    对 range(n) 做确定性的训练/验证划分，或 k 折交叉验证中的第 fold 折
 
     ``n_val = round(n * val_fraction)``, at least 1 when ``val_fraction > 0``. The permutation comes from
     ``np.random.default_rng(seed)``, so the same ``(n, val_fraction, seed)`` always gives the same split, on any
-    machine. Both lists are returned sorted.
-    相同的 (n, val_fraction, seed) 在任何机器上都给出相同划分
+    machine. With ``folds = k > 1`` (cross-validation) ``val_fraction`` is not used: the permuted items are dealt
+    into ``k`` folds (``perm[fold::k]``), fold ``fold`` is validation and the rest is training, so over
+    ``fold = 0 .. k-1`` every item is validated exactly once. Both lists are returned sorted.
+    相同的参数在任何机器上都给出相同划分；folds = k 时把打乱后的样本轮流分到 k 折，每个样本恰好验证一次
 
     Raises:
-        ConfigError: ``val_fraction`` outside [0, 1) or a split that would be empty.
+        ConfigError: ``val_fraction`` outside [0, 1), ``fold`` outside ``0 .. folds-1``, more folds than items, or
+            a split that would be empty.
 
     >>> split_indices(10, 0.2, seed=0)
     ([0, 1, 2, 3, 5, 7, 8, 9], [4, 6])
+    >>> [split_indices(10, 0.0, seed=0, folds=5, fold=k)[1] for k in range(5)]
+    [[4, 5], [6, 9], [0, 2], [7, 8], [1, 3]]
     """
+    if folds:
+        return _fold_indices(n, seed, folds, fold)
     if not (0.0 <= float(val_fraction) < 1.0):
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}.")
     n_val = 0 if val_fraction == 0 else max(1, int(round(n * float(val_fraction))))
@@ -52,7 +60,19 @@ def split_indices(n: int, val_fraction: float, seed: int = 0) -> tuple[list[int]
     return sorted(perm[n_val:].tolist()), sorted(perm[:n_val].tolist())
 
 
-def select_split(n: int, split: str, val_fraction: float, seed: int, what: str) -> list[int]:
+def _fold_indices(n: int, seed: int, folds: int, fold: int) -> tuple[list[int], list[int]]:
+    """The k-fold rule of :func:`split_indices`. k 折划分规则"""
+    if not (2 <= int(folds) <= n):
+        raise ConfigError(f"folds={folds} needs 2 <= folds <= {n} (the number of items), or 0 for no cross-validation.")
+    if not (0 <= int(fold) < int(folds)):
+        raise ConfigError(f"fold={fold} must be in 0 .. {int(folds) - 1} for folds={folds}.")
+    perm = np.random.default_rng(int(seed)).permutation(n)
+    val = perm[int(fold)::int(folds)]                                  # 每隔 k 个取一个：第 fold 折
+    return sorted(set(range(n)) - set(val.tolist())), sorted(val.tolist())
+
+
+def select_split(n: int, split: str, val_fraction: float, seed: int, what: str, *, folds: int = 0,
+                 fold: int = 0) -> list[int]:
     """Indices of ``split`` (``"train"``, ``"val"`` or ``"all"``) among ``n`` labelled items.
     返回某个划分在 n 个样本中的索引
     """
@@ -60,7 +80,7 @@ def select_split(n: int, split: str, val_fraction: float, seed: int, what: str) 
         return list(range(n))
     if split not in ("train", "val"):
         raise ConfigError(f"Unknown split {split!r} for {what}; choose one of: train, val, all.")
-    train_idx, val_idx = split_indices(n, val_fraction, seed)
+    train_idx, val_idx = split_indices(n, val_fraction, seed, folds=folds, fold=fold)
     chosen = train_idx if split == "train" else val_idx
     if not chosen:
         raise ConfigError(

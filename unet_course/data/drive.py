@@ -118,6 +118,8 @@ class DRIVEDataset(SegmentationDataset):
         split: ``"train"`` | ``"val"`` | ``"all"`` (training images) | ``"test"``. 数据划分
         val_fraction: share of the 20 training images held out for ``"val"`` (0.2 -> 4 images). 验证比例
         seed: seed of the train/val split. 划分种子
+        folds, fold: k-fold cross-validation: validate on fold ``fold`` of ``folds`` (``val_fraction`` unused;
+            see :func:`~unet_course.data.base.split_indices`). k 折交叉验证
         in_channels: None or 3 keeps RGB; 1 is refused (see :func:`~unet_course.data.io.match_channels`).
         use_fov: mark pixels outside the FOV with ``ignore_index`` (default True). 是否使用视野掩码
         train, augment, crop_size, scale, mean, std, ignore_index, transform: see
@@ -133,7 +135,7 @@ class DRIVEDataset(SegmentationDataset):
                  seed: int = 0, in_channels: int | None = None, use_fov: bool = True, train: bool | None = None,
                  augment: bool = True, crop_size: int | None = None, scale: float = 1.0,
                  mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-                 ignore_index: int = 255, transform=None) -> None:
+                 ignore_index: int = 255, transform=None, folds: int = 0, fold: int = 0) -> None:
         if root is None:
             root = data_root() / "DRIVE"
         root = Path(root).expanduser()
@@ -146,7 +148,7 @@ class DRIVEDataset(SegmentationDataset):
         if split == "test":
             chosen = list(range(len(names)))
         else:
-            chosen = select_split(len(names), split, val_fraction, seed, f"DRIVE ({root})")
+            chosen = select_split(len(names), split, val_fraction, seed, f"DRIVE ({root})", folds=folds, fold=fold)
         self.root = root
         self.split = split
         self._images = [images[i] for i in chosen]

@@ -192,7 +192,8 @@ class FolderPairs(SegmentationDataset):
         mask_suffix: a mask's stem is the image's stem plus this (``"_mask"``; ``""`` for equal stems).
             掩码文件名主干 = 图像主干 + 后缀
         split: ``"all"`` | ``"train"`` | ``"val"`` (seeded split over the sorted pairs). 数据划分
-        val_fraction, seed: the train/val split (see :func:`~unet_course.data.base.split_indices`). 划分参数
+        val_fraction, seed, folds, fold: the train/val split, or fold ``fold`` of a k-fold split (see
+            :func:`~unet_course.data.base.split_indices`). 划分参数
         mask_values: raw values in class-index order; None -> discovered (sorted). 取值映射
         max_scan: discover values on at most this many masks (evenly spaced); None scans all. A value met later
             that is not in the mapping raises :class:`DataError` naming the file. 发现取值时最多扫描的掩码数
@@ -219,13 +220,15 @@ class FolderPairs(SegmentationDataset):
                  in_channels: int | None = None, strict: bool = True, stats_samples: int = 32,
                  name: str = "folder", train: bool | None = None, augment: bool = True,
                  crop_size: int | None = None, scale: float = 1.0, mean: tuple[float, ...] | None = None,
-                 std: tuple[float, ...] | None = None, ignore_index: int = 255, transform=None) -> None:
+                 std: tuple[float, ...] | None = None, ignore_index: int = 255, transform=None,
+                 folds: int = 0, fold: int = 0) -> None:
         imgs_dir, masks_dir = Path(imgs_dir).expanduser(), Path(masks_dir).expanduser()
         self.images_src = _open_source(imgs_dir, "Images folder", self.layout)
         self.masks_src = _open_source(masks_dir, "Masks folder", self.layout)
         self.mask_suffix = mask_suffix
         self.all_pairs = self._pair_up(imgs_dir, masks_dir, strict)  # [(stem, image key, mask key)]
-        chosen = select_split(len(self.all_pairs), split, val_fraction, seed, f"{name} ({imgs_dir})")
+        chosen = select_split(len(self.all_pairs), split, val_fraction, seed, f"{name} ({imgs_dir})",
+                              folds=folds, fold=fold)
         self.pairs = [self.all_pairs[i] for i in chosen]
         self.split = split
         self.dataset_name = name

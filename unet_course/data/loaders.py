@@ -343,6 +343,8 @@ def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLo
         val_ds = build_dataset(key, split="val", n_samples=cfg.val_samples, image_size=cfg.image_size, **common)
     else:
         common["val_fraction"] = cfg.val_fraction
+        if getattr(cfg, "folds", 0):                                   # k 折交叉验证：第 fold 折作验证集
+            common.update(folds=cfg.folds, fold=cfg.fold)
         train_ds = build_dataset(key, root=cfg.data_dir, split="train", augment=cfg.augment,
                                  crop_size=cfg.crop_size, **common)
         val_ds = build_dataset(key, root=cfg.data_dir, split="val", **common)

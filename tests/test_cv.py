@@ -1,0 +1,72 @@
+"""k-fold cross-validation: disjoint folds that cover every item once, and `unet-course cv` end to end.
+k 折交叉验证：各折互不相交且每个样本恰好验证一次；以及 unet-course cv 的端到端测试
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cli_helpers import toy_sample
+from PIL import Image
+
+from unet_course.cli import main
+from unet_course.config import TrainConfig
+from unet_course.data import build_dataset, split_indices
+from unet_course.errors import ConfigError
+
+
+@pytest.mark.parametrize("n,k", [(20, 5), (7, 3), (4, 4)])
+def test_folds_are_disjoint_and_cover_every_item_once(n: int, k: int) -> None:
+    seen = []
+    for fold in range(k):
+        train, val = split_indices(n, 0.0, seed=3, folds=k, fold=fold)
+        assert set(train).isdisjoint(val) and sorted(train + val) == list(range(n))
+        seen += val
+    assert sorted(seen) == list(range(n))
+    assert split_indices(n, 0.0, seed=3, folds=k, fold=0) == split_indices(n, 0.5, seed=3, folds=k, fold=0)
+
+
+def test_bad_fold_settings_are_refused_clearly() -> None:
+    with pytest.raises(ConfigError, match="fold=5 must be in 0 .. 4"):
+        split_indices(20, 0.0, folds=5, fold=5)
+    with pytest.raises(ConfigError, match="folds=30 needs 2 <= folds <= 20"):
+        split_indices(20, 0.0, folds=30)
+    with pytest.raises(ConfigError, match="folds=1, fold=0"):
+        TrainConfig(folds=1)
+
+
+def _folder(root: Path, n: int = 6) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for k in range(n):
+        img, mask = toy_sample(32, 32, seed=k)
+        Image.fromarray(img).save(root / "images" / f"case_{k}.png")
+        Image.fromarray(mask).save(root / "masks" / f"case_{k}_mask.png")
+    return root
+
+
+def test_folder_dataset_takes_the_fold(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "data")
+    vals = [build_dataset("folder", root=root, split="val", folds=3, fold=f).names for f in range(3)]
+    assert sorted(sum(vals, [])) == [f"case_{k}" for k in range(6)]
+
+
+def test_cv_command_trains_each_fold_scores_thresholds_and_resumes(tmp_path: Path, capsys) -> None:
+    root = _folder(tmp_path / "data")
+    out = tmp_path / "cv"
+    argv = ["cv", "--dataset", "folder", "--data-dir", str(root), "--folds", "2", "--epochs", "1",
+            "--batch-size", "2", "--base-channels", "4", "--depth", "2", "--num-workers", "0", "--amp", "off",
+            "--progress", "none", "--out-dir", str(out), "--thresholds", "0.4,0.5,0.6"]
+    assert main(argv) == 0
+    summary = json.loads((out / "cv.json").read_text())
+    assert summary["n_folds"] == 2 and [f["fold"] for f in summary["folds"]] == [0, 1]
+    assert [row["threshold"] for row in summary["by_threshold"]] == [0.4, 0.5, 0.6]
+    for fold in summary["folds"]:
+        assert fold["n_images"] == 3 and all(0.0 <= f <= 1.0 for f in fold["f1"])
+        assert fold["f1_at_recipe_threshold"] == fold["f1"][1]           # recipe threshold 0.5
+    assert "2-fold CV: F1" in capsys.readouterr().out
+    stamp = (out / "fold_0" / "last.pt").stat().st_mtime_ns
+    assert main(argv) == 0                                              # finished folds are not trained again
+    assert (out / "fold_0" / "last.pt").stat().st_mtime_ns == stamp     # 已完成的折不会重新训练
