@@ -306,6 +306,31 @@ class SegmentationLoader(DataLoader):
         return _CleanErrors(super().__iter__())
 
 
+def _train_and_val_datasets(cfg, key: str) -> tuple[SegmentationDataset, SegmentationDataset | None]:
+    """The two splits of ``cfg``; no validation set for real data with ``val_fraction == 0``.
+    按 cfg 构建训练与验证数据集；真实数据 val_fraction=0 时没有验证集
+    """
+    common = dict(seed=cfg.seed, scale=cfg.scale, ignore_index=cfg.ignore_index)
+    if cfg.in_channels is not None:
+        common["in_channels"] = cfg.in_channels
+    if key.startswith("synthetic"):
+        train_ds = build_dataset(key, split="train", n_samples=cfg.train_samples, image_size=cfg.image_size,
+                                 augment=cfg.augment, crop_size=cfg.crop_size, **common)
+        val_ds = build_dataset(key, split="val", n_samples=cfg.val_samples, image_size=cfg.image_size, **common)
+    else:
+        common["val_fraction"] = cfg.val_fraction
+        train_ds = build_dataset(key, root=cfg.data_dir, split="train", augment=cfg.augment,
+                                 crop_size=cfg.crop_size, **common)
+        # val_fraction=0：用全部图像训练、不做验证（best.pt 按训练损失选择）
+        val_ds = build_dataset(key, root=cfg.data_dir, split="val", **common) if cfg.val_fraction > 0 else None
+    enhance = getattr(cfg, "enhance", "none")
+    if enhance != "none":                                   # 对比度增强：训练与验证使用同一方法
+        for ds in (train_ds, val_ds):
+            if ds is not None:
+                ds.set_enhance(enhance)
+    return train_ds, val_ds
+
+
 def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLoader, DataLoader | None, DataInfo]:
     """Train and validation loaders for a :class:`~unet_course.config.TrainConfig`.
     根据 TrainConfig 构建训练与验证数据加载器
@@ -334,24 +359,7 @@ def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLo
         DataError: missing or bad data.
     """
     key = _normalise_name(cfg.dataset)
-    common = dict(seed=cfg.seed, scale=cfg.scale, ignore_index=cfg.ignore_index)
-    if cfg.in_channels is not None:
-        common["in_channels"] = cfg.in_channels
-    if key.startswith("synthetic"):
-        train_ds = build_dataset(key, split="train", n_samples=cfg.train_samples, image_size=cfg.image_size,
-                                 augment=cfg.augment, crop_size=cfg.crop_size, **common)
-        val_ds = build_dataset(key, split="val", n_samples=cfg.val_samples, image_size=cfg.image_size, **common)
-    else:
-        common["val_fraction"] = cfg.val_fraction
-        train_ds = build_dataset(key, root=cfg.data_dir, split="train", augment=cfg.augment,
-                                 crop_size=cfg.crop_size, **common)
-        # val_fraction=0：用全部图像训练、不做验证（best.pt 按训练损失选择）
-        val_ds = build_dataset(key, root=cfg.data_dir, split="val", **common) if cfg.val_fraction > 0 else None
-    enhance = getattr(cfg, "enhance", "none")
-    if enhance != "none":                                   # 对比度增强：训练与验证使用同一方法
-        for ds in (train_ds, val_ds):
-            if ds is not None:
-                ds.set_enhance(enhance)
+    train_ds, val_ds = _train_and_val_datasets(cfg, key)
     generator = torch.Generator()
     generator.manual_seed(int(cfg.seed))
     epoch_size, sampler = len(train_ds), None
