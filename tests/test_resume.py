@@ -128,3 +128,13 @@ def test_api_resume_counts_every_differing_field(cli_run):
     with pytest.raises(Exception) as err:
         fit(TrainConfig(resume=str(cli_run / "last.pt"), out_dir=str(cli_run), device="cpu", progress="none"))
     assert "--base-channels 8 (the checkpoint has 4)" in str(err.value)
+
+
+def test_resume_last_in_the_wrong_folder_points_to_the_runs_nearby(cli_run, capsys):
+    """A recipe run writes to its own out_dir (runs/drive); `--resume last` in runs/train names what it found.
+    配方运行写在自己的输出目录中；在别的目录找 last.pt 时，消息列出附近找到的检查点
+    """
+    other = cli_run.parent / "train"
+    assert main(["train", "--resume", "last", "--out-dir", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert f"Found: {cli_run / 'last.pt'} (pass one of them, or its --out-dir)." in err

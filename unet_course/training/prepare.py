@@ -52,9 +52,12 @@ def resolve_resume(resume: str | None, out_dir: Path) -> Path | None:
         return None
     path = out_dir / f"{resume}.pt" if resume in ("last", "best") else Path(resume).expanduser()
     if not path.is_file():
+        nearby = sorted(out_dir.parent.glob(f"*/{path.name}"))[:3] if resume in ("last", "best") else []
+        found = f" Found: {', '.join(str(p) for p in nearby)} (pass one of them, or its --out-dir)." if nearby else ""
         raise CheckpointError(
             f"Cannot resume: checkpoint {str(path)!r} does not exist. Pass the path of a last.pt/best.pt written by "
             f"an earlier run (resume='last' looks in out_dir={str(out_dir)!r}), or drop --resume to start fresh."
+            + found
         )
     return path
 
