@@ -7,8 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from unet_course.config import TrainConfig
+from unet_course.data.synthetic import SyntheticSegmentation
 from unet_course.errors import CheckpointError, ConfigError
 from unet_course.training import build_optimizer, build_scheduler, fit
 
@@ -59,8 +61,15 @@ def test_resume_path_does_not_exist(tmp_path):
 def test_checkpoint_from_a_different_number_of_classes(tmp_path):
     fit(tiny(tmp_path, max_steps=1))                                     # 二分类：2 个类别
     ckpt = tmp_path / "run" / "last.pt"
-    with pytest.raises(CheckpointError) as err:
+    with pytest.raises(ConfigError) as err:                              # 换数据集：续训规则直接拒绝
         fit(tiny(tmp_path, dataset="synthetic-multiclass", resume=str(ckpt), out_dir=str(tmp_path / "other")))
+    assert "--dataset synthetic-multiclass (the checkpoint has synthetic)" in str(err.value)
+    # 同一数据集名称、但掩码换成了 3 类（如 data_dir 指向别的数据）：检查点与数据不符
+    train = SyntheticSegmentation(8, 32, task="multiclass", seed=0, split="train")
+    val = SyntheticSegmentation(4, 32, task="multiclass", seed=0, split="val")
+    with pytest.raises(CheckpointError) as err:
+        fit(tiny(tmp_path, resume=str(ckpt), out_dir=str(tmp_path / "other")),
+            train_loader=DataLoader(train, batch_size=4), val_loader=DataLoader(val, batch_size=4))
     msg = str(err.value)
     assert str(ckpt) in msg and "2 classes" in msg and "3 classes" in msg
     assert "[0, 255]" in msg and "[0, 128, 255]" in msg

@@ -137,7 +137,7 @@ def test_wrong_arguments_are_argparse_errors(capsys):
 
 
 def test_keyboard_interrupt_message(monkeypatch, capsys):
-    def interrupted(cfg):
+    def interrupted(cfg, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("unet_course.cli.train.fit", interrupted)

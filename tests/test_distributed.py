@@ -6,15 +6,30 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
-from unet_course.checkpoint import load_checkpoint
-from unet_course.distributed import DEBUG_DUMP_ENV, DistInfo, ShardSampler, distributed_loaders, env_info
+from unet_course.checkpoint import load_checkpoint, load_model
+from unet_course.config import TrainConfig
+from unet_course.data.synthetic import SyntheticSegmentation
+from unet_course.distributed import (
+    DEBUG_DUMP_ENV,
+    DistInfo,
+    EpochShardSampler,
+    ShardSampler,
+    distributed_loaders,
+    env_info,
+)
+from unet_course.losses import SegmentationLoss
+from unet_course.training import evaluate, fit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,3 +90,95 @@ def test_env_info_reads_torchrun_variables(monkeypatch, rank):
     monkeypatch.setenv("LOCAL_RANK", str(rank))
     info = env_info()
     assert info.enabled and info.rank == rank and info.is_main == (rank == 0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Per-rank share of samples_per_epoch; a validation set smaller than the number of ranks
+# 每个进程分到 samples_per_epoch 的一份；验证集比进程数少
+# ----------------------------------------------------------------------------------------------------------------
+def test_epoch_shard_sampler_deals_out_one_epoch():
+    base = RandomSampler(range(10), num_samples=40)
+    ranks = [EpochShardSampler(base, r, 2, seed=3) for r in range(2)]
+    for s in ranks:
+        s.set_epoch(1)
+    epoch1 = [list(s) for s in ranks]
+    assert [len(x) for x in epoch1] == [20, 20]                       # 40 个样本，每个进程 20 个
+    assert Counter(epoch1[0] + epoch1[1]) == {i: 4 for i in range(10)}  # 合起来 = 4 个完整排列
+    assert epoch1[0] != epoch1[1]
+    again = EpochShardSampler(RandomSampler(range(10), num_samples=40), 0, 2, seed=3)
+    again.set_epoch(1)
+    assert list(again) == epoch1[0]                                   # 只取决于 (seed, epoch)：续训可精确重现
+    again.set_epoch(2)
+    assert list(again) != epoch1[0]                                   # 每轮重新抽取
+    odd = EpochShardSampler(RandomSampler(range(5), num_samples=7), 1, 2, seed=0)
+    assert len(odd) == 4 and len(list(odd)) == 4                      # 补齐到 world 的整数倍，各进程步数相同
+
+
+def test_train_sampler_keeps_the_single_process_semantics():
+    data = list(range(10))
+    info = DistInfo(rank=1, world_size=2)
+    spe = DataLoader(data, batch_size=2, sampler=RandomSampler(data, num_samples=40), drop_last=True)
+    train, _ = distributed_loaders(spe, None, info, seed=0)
+    assert isinstance(train.sampler, EpochShardSampler) and len(train) == 10   # 原来是 DistributedSampler 的 2 步
+    plain = DataLoader(data, batch_size=2, shuffle=True)
+    assert len(distributed_loaders(plain, None, info, seed=0)[0]) == 3          # 5 个样本 -> 3 个批量
+    ordered = DataLoader(data, batch_size=2, sampler=SequentialSampler(data))
+    assert list(distributed_loaders(ordered, None, info, seed=0)[0].sampler) == [1, 3, 5, 7, 9]   # 不打乱
+    small = DataLoader(data[:3], batch_size=4, sampler=RandomSampler(data[:3], num_samples=6), drop_last=True)
+    assert len(distributed_loaders(small, None, info, seed=0)[0]) == 1          # 每个进程 3 个 < 批量，仍走一步
+
+
+class _Recording(SyntheticSegmentation):
+    """Writes each index it serves to ``log`` (one list per epoch is cut out of it later). 记录取过的索引"""
+
+    log: list[int]
+
+    def __getitem__(self, index):
+        self.log.append(int(index))
+        return super().__getitem__(index)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    train = _Recording(10, 32, seed=0, split="train")
+    train.log = []
+    val = SyntheticSegmentation(1, 32, seed=0, split="val")            # 1 张验证图像，2 个进程
+    sampler = RandomSampler(train, num_samples=40, generator=torch.Generator())   # samples_per_epoch=40
+    loaders = (DataLoader(train, batch_size=2, sampler=sampler, drop_last=True), DataLoader(val, batch_size=2))
+    cfg = TrainConfig(epochs=2, base_channels=4, depth=2, batch_size=2, amp="off", progress="none", device="cpu",
+                      out_dir=out, seed=0, num_workers=0)
+    history = fit(cfg, train_loader=loaders[0], val_loader=loaders[1])
+    torch.save({"indices": train.log, "global_step": history.global_step, "metrics": history.val_metrics[-1]},
+               Path(out) / f"seen{rank}.pt")
+
+
+def test_two_process_samples_per_epoch_and_a_one_item_val_set(tmp_path):
+    """Items 1 and 2 of issue #12 in one 2-process gloo run: each rank takes 10 steps per epoch (40 samples, batch 2;
+    DistributedSampler gave 2), and a 1-item val set (rank 1's shard is empty) gives the single-process metrics.
+    双进程 gloo：每个进程每轮 10 步（以前为 2 步）；只有 1 张验证图像时，指标与单进程评估相同
+    """
+    out = tmp_path / "ddp"
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    seen = [torch.load(out / f"seen{r}.pt", weights_only=True) for r in range(2)]
+    assert [s["global_step"] for s in seen] == [20, 20]                  # 2 轮 × 10 步，两个进程相同
+    for epoch in range(2):
+        shares = [s["indices"][epoch * 20:(epoch + 1) * 20] for s in seen]
+        assert Counter(shares[0] + shares[1]) == {i: 4 for i in range(10)}   # 合起来是 40 个样本
+        assert shares[0] != shares[1]                                       # 各进程样本不同
+    assert seen[0]["indices"][:20] != seen[0]["indices"][20:]               # 每轮重新抽取
+    model, _ = load_model(out / "last.pt")
+    val = DataLoader(SyntheticSegmentation(1, 32, seed=0, split="val"), batch_size=2)
+    single = evaluate(model, val, SegmentationLoss(), torch.device("cpu"), n_classes=2)
+    for rank in range(2):
+        ddp = seen[rank]["metrics"]
+        assert ddp["n_images"] == 1 and ddp["n_pixels"] == single["n_pixels"]
+        assert ddp["dice"] == pytest.approx(single["dice"], abs=1e-6)
+        assert ddp["loss"] == pytest.approx(single["loss"], rel=1e-5)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 
 import pytest
 import torch
@@ -30,6 +31,7 @@ from unet_course.training import (
     step_scheduler,
     train_one_epoch,
 )
+from unet_course.training.stop import EpochPlan
 
 
 @pytest.fixture(autouse=True)
@@ -261,3 +263,35 @@ def test_default_config_learns_binary_synthetic(tmp_path):
     history = fit(cfg)
     assert history.train_loss[-1] < 0.5 * history.train_loss[0]
     assert history.best_metric >= 0.80, history.val_dice          # 起点约 0.3–0.45
+
+
+def test_time_budget_stops_at_the_budget_and_finishes_the_schedule(tmp_path):
+    """A 3 s budget with epochs=1000: the run stops after about 3 s, with last.pt and metrics.json, and its
+    cosine schedule has reached its end (the LR of the last epoch is the last step of the planned curve).
+    3 秒预算、epochs=1000：约 3 秒后停止，照常写出检查点与报告；余弦调度走到了终点
+    """
+    tl, vl = loaders(n_train=8, n_val=4)
+    cfg = tiny_cfg(tmp_path, epochs=1000, time_budget=3.0, scheduler="cosine", lr=0.01, max_steps=1)
+    t0 = time.perf_counter()
+    history = fit(cfg, train_loader=tl, val_loader=vl)
+    took = time.perf_counter() - t0
+    n = len(history.epoch)
+    assert 2.0 < took < 4.5 and 3 <= n < 1000, (took, n)
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    budget = report["time_budget"]
+    assert budget["seconds"] == 3.0 and budget["stopped_by_budget"] is True
+    assert budget["planned_epochs"] == n and 2.0 < budget["used_s"] <= took
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == n
+    assert history.lr[-1] <= 0.01 * lr_factor(n - 2, n, "cosine") + 1e-12      # 最后一轮已在曲线末端
+    assert history.lr[-1] < 0.15 * 0.01 and history.lr == sorted(history.lr, reverse=True)
+
+
+def test_epoch_plan_spreads_the_budget():
+    plan = EpochPlan(max_epochs=10, budget=100.0, started=0.0)
+    plan.begin_epoch(now=0.0)
+    assert plan.end_epoch(1, now=20.0) == 5                 # 20 s/epoch -> 80 s left -> 4 more
+    assert plan.end_epoch(2, now=30.0) == 6                 # 15 s/epoch -> 70 s left -> 4 more
+    assert not plan.is_last(5) and plan.is_last(6)
+    assert EpochPlan(max_epochs=3, budget=1e6, started=0.0).end_epoch(1, now=1.0) == 3   # epochs 是上限
+    no_budget = EpochPlan(max_epochs=7)
+    assert no_budget.end_epoch(1) == 7 and no_budget.report(7) is None

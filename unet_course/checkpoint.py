@@ -16,7 +16,7 @@ The life of a checkpoint, one function each: 检查点的一生，每步一个�
 Three habits keep checkpoints trustworthy:
 三个习惯让检查点可靠：
 
-1. **Atomic writes.** :func:`save_checkpoint` goes through :func:`unet_course.files.write_with`: a temporary file
+1. **Atomic writes.** :func:`save_checkpoint` goes through :func:`unet_course.files.write_bytes`: a temporary file
    beside the target is fsync-ed and renamed over it, so a crash or Ctrl-C mid-write leaves the previous
    ``last.pt`` intact. Temporaries left by ``kill -9`` are removed at the next save.
    原子写入：先写同目录临时文件再重命名；被强制终止时遗留的临时文件在下次保存时删除
@@ -33,6 +33,7 @@ RNG states are stored too (Python, NumPy as lists, torch CPU and CUDA as uint8 t
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import pickle
 import random
@@ -47,7 +48,7 @@ import torch
 from . import __version__
 from .config import TrainConfig
 from .errors import CheckpointError
-from .files import remove_stale_temporaries, to_plain, write_with
+from .files import remove_stale_temporaries, to_plain, write_bytes
 from .model import build_model, unwrap_model
 
 #: Bumped when the layout of the checkpoint dict changes. 检查点结构改变时递增
@@ -196,7 +197,7 @@ def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (through :func:`unet_course.files.write_with`).
+    """Write ``state`` to ``path`` atomically (through :func:`unet_course.files.write_bytes`).
     原子地把 state 写入 path
 
     Temporaries that a killed run left beside ``path`` (``.last.pt.*.tmp``) are removed first. The new file
@@ -224,7 +225,12 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
             )
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path.parent, path.name)
-    return write_with(path, lambda handle: torch.save(state, handle), what="checkpoint")
+    # torch.save wraps a failed write (a full disk) in a RuntimeError, so the state is serialised in memory first
+    # and the file is written by files.write_bytes, whose OSError becomes an OutputError naming the folder.
+    # 先在内存中序列化：torch.save 会把写失败包装成 RuntimeError；写文件交给 write_bytes，磁盘满时给出清楚的错误
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return write_bytes(path, buffer.getvalue(), what="checkpoint")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -371,14 +377,19 @@ class ResumeState:
 
 def restore_training_state(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                            scheduler: Any, scaler: torch.amp.GradScaler | None, *, n_classes: int,
-                           in_channels: int, mask_values: list[int]) -> ResumeState:
+                           in_channels: int, mask_values: list[int],
+                           ckpt: dict[str, Any] | None = None) -> ResumeState:
     """Load ``path`` and put back weights, optimiser, scheduler, loss scaler and RNG for ``--resume``.
     读取检查点并恢复权重、优化器、调度器、损失缩放器与随机数状态
+
+    Args:
+        ckpt: the dict already read from ``path`` by :func:`load_checkpoint` (read again when None).
+            已读取的检查点字典
 
     Raises:
         CheckpointError: unreadable file, other classes/channels than the data, or weights that do not fit.
     """
-    ckpt = load_checkpoint(path, map_location="cpu")
+    ckpt = ckpt if ckpt is not None else load_checkpoint(path, map_location="cpu")
     check_compatible(ckpt, path, n_classes, in_channels, mask_values)
     load_weights(model, ckpt, path, "use the same base_channels/depth/bilinear.")
     optimizer.load_state_dict(ckpt["optimizer_state"])
@@ -393,6 +404,21 @@ def restore_training_state(path: str | os.PathLike, model: torch.nn.Module, opti
         history[name] = list(history.get(name) or [])[:epoch]
     return ResumeState(epoch=epoch, global_step=int(ckpt.get("global_step", 0)), run_id=ckpt.get("wandb_run_id"),
                        history=history, wall_time=float(history.get("wall_time") or 0.0))
+
+
+def saved_train_config(ckpt: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """The ``train_config`` a checkpoint was trained with, the base of a resumed run. 检查点保存的训练配置
+
+    Raises:
+        CheckpointError: the checkpoint has no ``train_config`` (it was not written by ``unet-course train``).
+    """
+    saved = ckpt.get("train_config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} has no train_config, so a run cannot continue from it. Resume from a "
+            "last.pt/best.pt written by `unet-course train`, or start a new run without --resume."
+        )
+    return dict(saved)
 
 
 # ----------------------------------------------------------------------------------------------------------------

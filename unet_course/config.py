@@ -149,6 +149,8 @@ class TrainConfig:
     grad_clip: float | None = knob(1.0, "max grad norm; none disables clipping 梯度裁剪")
     amp: str = knob("auto", "mixed precision (auto: fp16+scaler on CUDA; bf16 on CPU only with native bf16, "
                             "else fp32) 混合精度", AMP_MODES)
+    time_budget: float | None = knob(None, "seconds of training: the cosine/poly schedule spans the epochs that fit "
+                                           "in it (epochs stays the upper bound); none -> epochs alone 训练时间预算（秒）")
     # --- run 运行 ---
     device: str = knob("auto", "auto | cpu | cuda | cuda:N | mps 设备")
     seed: int = knob(0, "random seed 随机种子")
@@ -198,6 +200,8 @@ class TrainConfig:
         if self.folds and not (self.folds >= 2 and 0 <= self.fold < self.folds):
             raise ConfigError(f"folds={self.folds}, fold={self.fold}: use folds >= 2 and 0 <= fold < folds "
                               "(or folds=0 for a plain val_fraction split).")
+        if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
+            raise ConfigError(f"time_budget must be a number of seconds > 0 (or None), got {self.time_budget!r}.")
         if not (0.0 <= self.val_fraction < 1.0):
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}.")
         check_scale(self.scale)

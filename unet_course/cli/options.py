@@ -8,6 +8,9 @@ field's real type (``int | None`` -> an integer or ``none``). Values are layered
 
     TrainConfig defaults < ``--recipe NAME`` (``unet_course/recipes/NAME.json``) < ``--config FILE.json`` < flags
 
+With ``--resume`` the checkpoint's saved settings replace the defaults, so only what the user gave overrides them
+(:func:`resumed_values`). 续训时以检查点保存的设置代替默认值，只有用户给出的取值覆盖它们
+
 The inference flags (``--tile``, ``--overlap``, ...) are declared once here for ``predict`` and ``evaluate``.
 推理参数只在这里声明一次，predict 与 evaluate 共用
 """
@@ -23,8 +26,11 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint import load_checkpoint, saved_train_config
 from ..config import AMP_MODES, BLEND_MODES, TrainConfig, check_scale, field_types, type_members
+from ..env import default_out_dir
 from ..errors import ConfigError
+from ..training import resolve_resume
 
 #: Keys of a recipe/config JSON that are notes, not fields. 配方 JSON 中作为说明、不是字段的键
 NOTE_KEYS = ("description", "notes", "comment")
@@ -231,5 +237,30 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise ConfigError(f"Config file {str(path)!r} does not exist.")
         values.update(_read_json_dict(path.read_text(encoding="utf-8"), f"Config file {str(path)!r}"))
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    values.update({k: v for k, v in vars(args).items() if k in names})
+    values.update({k: v for k, v in vars(args).items() if k in names})   # 只含显式给出的参数（默认值被抑制）
+    if values.get("resume"):
+        values = resumed_values(values)
     return TrainConfig.from_dict(values)
+
+
+def resumed_values(given: dict[str, Any]) -> dict[str, Any]:
+    """With ``--resume`` the checkpoint's ``train_config`` is the base; only what the user gave overrides it.
+    续训时以检查点中的 train_config 为基础，只有用户给出的取值（配方、配置文件、参数）覆盖它
+
+    So ``unet-course train --resume last`` alone continues the run exactly as it was started, recipe included.
+    The output folder stays the checkpoint's folder unless ``--out-dir`` is given. ``fit`` then applies each
+    override to the restored optimiser and scheduler, or refuses it (:mod:`unet_course.training.resume`).
+    因此只写 --resume last 就能按原设置继续；输出目录默认为检查点所在目录
+
+    Raises:
+        CheckpointError: the checkpoint is missing, unreadable or has no ``train_config``.
+    """
+    out_dir = Path(given["out_dir"]).expanduser() if given.get("out_dir") else default_out_dir("train")
+    path = resolve_resume(given["resume"], out_dir)
+    saved = saved_train_config(load_checkpoint(path), path)
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in saved.items() if k in names}
+    values.update(given)
+    values["resume"] = str(path)
+    values["out_dir"] = given.get("out_dir") or str(path.parent)
+    return values

@@ -5,7 +5,9 @@ Examples::
 
     unet-course train                                   # synthetic data, about two minutes on a laptop CPU
     unet-course train --recipe drive --epochs 50
-    unet-course train --resume last                     # continue runs/train/last.pt
+    unet-course train --resume last                     # continue runs/train/last.pt exactly as it was
+    unet-course train --resume last --lr 3e-4 --epochs 30   # ... with a new LR and a longer schedule
+    unet-course train --recipe drive --time-budget 3600      # as many epochs as fit in an hour
     torchrun --nproc_per_node=2 -m unet_course train    # data-parallel on 2 processes
 """
 
@@ -14,10 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 from ..env import default_out_dir
 from ..files import ensure_writable_dir
-from ..training import fit
+from ..training import TrainingStopped, fit
 from .options import (
     add_data_root_argument,
     add_train_config_arguments,
@@ -48,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     """Resolve the config, check ``--out-dir`` before any work, then train. 解析配置、先检查输出目录，再训练
 
     Returns:
-        0. Errors are :class:`~unet_course.errors.UNetCourseError` subclasses, printed by the CLI.
+        0; 143 (128 + SIGTERM) when a scheduler's SIGTERM stopped training (one ``error:`` line names the kept
+        checkpoint and the resume command). Other errors are :class:`~unet_course.errors.UNetCourseError`
+        subclasses, printed by the CLI (exit 2). 收到 SIGTERM 时返回 143 并打印续训命令
     """
     apply_data_root(args)
     cfg = config_from_args(args)
@@ -56,7 +61,14 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
     ensure_writable_dir(cfg.out_dir or default_out_dir("train"), "--out-dir")     # 训练开始前就检查
-    history = fit(cfg)
-    if history.best_metric is not None and os.environ.get("RANK", "0") == "0":    # 只有主进程打印
-        print(f"best val Dice {history.best_metric:.4f} (epoch {history.best_epoch}); outputs in {history.out_dir}")
+    main = os.environ.get("RANK", "0") == "0"                                     # 只有主进程打印
+    try:
+        history = fit(cfg, changes_from="the command line")
+    except TrainingStopped as exc:                                                # SIGTERM：保留检查点，退出码 143
+        if main:
+            print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if history.best_metric is not None and main:
+        print(f"best {history.monitor_text} {history.best_metric:.4f} (epoch {history.best_epoch}); "
+              f"outputs in {history.out_dir}")
     return 0

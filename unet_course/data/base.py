@@ -52,9 +52,11 @@ def split_indices(n: int, val_fraction: float, seed: int = 0, *, folds: int = 0,
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}.")
     n_val = 0 if val_fraction == 0 else max(1, int(round(n * float(val_fraction))))
     if n_val >= n:
+        largest = f"at most {(n - 1) / n:.2f} here, or " if n > 1 else ""
         raise ConfigError(
             f"val_fraction={val_fraction} on {n} item(s) puts {n_val} in validation and leaves an empty training "
-            f"split. Use a smaller val_fraction (at most {max(0.0, (n - 1) / n):.2f} here) or add data."
+            f"split. Use a smaller val_fraction ({largest}0 to train on all {n} without validation: --val-fraction 0) "
+            "or add data."
         )
     perm = np.random.default_rng(int(seed)).permutation(n)
     return sorted(perm[n_val:].tolist()), sorted(perm[:n_val].tolist())

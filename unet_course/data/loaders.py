@@ -306,34 +306,10 @@ class SegmentationLoader(DataLoader):
         return _CleanErrors(super().__iter__())
 
 
-def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLoader, DataLoader, DataInfo]:
-    """Train and validation loaders for a :class:`~unet_course.config.TrainConfig`.
-    根据 TrainConfig 构建训练与验证数据加载器
-
-    Honours ``dataset, data_dir, scale, crop_size, image_size, train_samples, val_samples, val_fraction,
-    samples_per_epoch, augment, num_workers, batch_size, seed, ignore_index, in_channels, enhance``. The training loader
-    shuffles with its own ``torch.Generator`` seeded by ``cfg.seed``; the caller can reseed it per epoch through
-    ``train_loader.generator.manual_seed(...)`` for exact resumption (with ``samples_per_epoch`` the same
-    generator drives the ``RandomSampler``, ``train_loader.sampler.generator``). ``samples_per_epoch`` (real data
-    only; synthetic data use ``train_samples``) draws that many items per epoch, repeating the training set in
-    fresh permutations, which suits random crops of a few large images. ``drop_last`` is on only when an epoch is
-    larger than a batch. The validation loader never augments; it uses ``batch_size`` (or 1 when image sizes
-    differ).
-    训练加载器使用自带的 torch.Generator 打乱顺序，调用方可在每轮重新设置种子；验证加载器不做增强
-
-    Args:
-        cfg: the training configuration. 训练配置
-        device: where training runs; ``pin_memory`` is used only for CUDA. 训练设备
-
-    Returns:
-        ``(train_loader, val_loader, info)``.
-
-    Raises:
-        ConfigError: ``batch_size`` larger than the training set or ``samples_per_epoch`` (both sizes named),
-            unknown data set, an empty split.
-        DataError: missing or bad data.
+def _train_and_val_datasets(cfg, key: str) -> tuple[SegmentationDataset, SegmentationDataset | None]:
+    """The two splits of ``cfg``; no validation set for real data with ``val_fraction == 0``.
+    按 cfg 构建训练与验证数据集；真实数据 val_fraction=0 时没有验证集
     """
-    key = _normalise_name(cfg.dataset)
     common = dict(seed=cfg.seed, scale=cfg.scale, ignore_index=cfg.ignore_index)
     if cfg.in_channels is not None:
         common["in_channels"] = cfg.in_channels
@@ -347,11 +323,45 @@ def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLo
             common.update(folds=cfg.folds, fold=cfg.fold)
         train_ds = build_dataset(key, root=cfg.data_dir, split="train", augment=cfg.augment,
                                  crop_size=cfg.crop_size, **common)
-        val_ds = build_dataset(key, root=cfg.data_dir, split="val", **common)
+        # val_fraction=0：用全部图像训练、不做验证（best.pt 按训练损失选择）
+        val_ds = build_dataset(key, root=cfg.data_dir, split="val", **common) if cfg.val_fraction > 0 else None
     enhance = getattr(cfg, "enhance", "none")
     if enhance != "none":                                   # 对比度增强：训练与验证使用同一方法
-        train_ds.set_enhance(enhance)
-        val_ds.set_enhance(enhance)
+        for ds in (train_ds, val_ds):
+            if ds is not None:
+                ds.set_enhance(enhance)
+    return train_ds, val_ds
+
+
+def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLoader, DataLoader | None, DataInfo]:
+    """Train and validation loaders for a :class:`~unet_course.config.TrainConfig`.
+    根据 TrainConfig 构建训练与验证数据加载器
+
+    Honours ``dataset, data_dir, scale, crop_size, image_size, train_samples, val_samples, val_fraction,
+    samples_per_epoch, augment, num_workers, batch_size, seed, ignore_index, in_channels, enhance``. The training loader
+    shuffles with its own ``torch.Generator`` seeded by ``cfg.seed``; the caller can reseed it per epoch through
+    ``train_loader.generator.manual_seed(...)`` for exact resumption (with ``samples_per_epoch`` the same
+    generator drives the ``RandomSampler``, ``train_loader.sampler.generator``). ``samples_per_epoch`` (real data
+    only; synthetic data use ``train_samples``) draws that many items per epoch, repeating the training set in
+    fresh permutations, which suits random crops of a few large images. ``drop_last`` is on only when an epoch is
+    larger than a batch. The validation loader never augments; it uses ``batch_size`` (or 1 when image sizes
+    differ). With ``val_fraction=0`` on real data every labelled image trains and the validation loader is None.
+    训练加载器使用自带的 torch.Generator 打乱顺序，调用方可在每轮重新设置种子；验证加载器不做增强
+
+    Args:
+        cfg: the training configuration. 训练配置
+        device: where training runs; ``pin_memory`` is used only for CUDA. 训练设备
+
+    Returns:
+        ``(train_loader, val_loader, info)``; ``val_loader`` is None when ``val_fraction == 0`` (real data).
+
+    Raises:
+        ConfigError: ``batch_size`` larger than the training set or ``samples_per_epoch`` (both sizes named),
+            unknown data set, an empty split.
+        DataError: missing or bad data.
+    """
+    key = _normalise_name(cfg.dataset)
+    train_ds, val_ds = _train_and_val_datasets(cfg, key)
     generator = torch.Generator()
     generator.manual_seed(int(cfg.seed))
     epoch_size, sampler = len(train_ds), None
@@ -376,12 +386,15 @@ def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLo
                      worker_init_fn=_seed_worker if workers > 0 else None, persistent_workers=workers > 0)
     train_loader = SegmentationLoader(train_ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                               generator=generator, drop_last=epoch_size > cfg.batch_size, **loader_kw)
-    val_bs = cfg.batch_size if val_ds.uniform_size else 1
-    val_loader = SegmentationLoader(val_ds, batch_size=val_bs, shuffle=False, **loader_kw)
+    val_loader = None
+    if val_ds is not None:
+        val_bs = cfg.batch_size if val_ds.uniform_size else 1
+        val_loader = SegmentationLoader(val_ds, batch_size=val_bs, shuffle=False, **loader_kw)
     info = DataInfo(
         in_channels=train_ds.in_channels, n_classes=train_ds.n_classes, mask_values=list(train_ds.mask_values),
         class_names=list(train_ds.class_names), mean=list(train_ds.mean), std=list(train_ds.std),
-        ignore_index=train_ds.ignore_index, n_train=len(train_ds), n_val=len(val_ds), dataset=key,
+        ignore_index=train_ds.ignore_index, n_train=len(train_ds), n_val=len(val_ds) if val_ds is not None else 0,
+        dataset=key,
         enhance=train_ds.enhance,
     )
     return train_loader, val_loader, info

@@ -7,6 +7,8 @@
 - :mod:`.history`: :class:`History`, what happened in each epoch; 训练历史
 - :mod:`.prepare`: output folder, :func:`resolve_resume`, per-epoch seeds, data facts; 训练前的准备
 - :mod:`.reporting`: :func:`setup_logging`, the banner, :func:`hardware_info`, ``metrics.json``; 日志与报告
+- :mod:`.resume`: what may change when a run resumes, and how the change is applied; 续训时的设置修改规则
+- :mod:`.stop`: SIGTERM (:class:`TrainingStopped`) and the time budget; 信号停止与时间预算
 - :mod:`.fit`: :func:`fit`, the ten steps of ``unet-course train``. fit 的十个步骤
 
 The checkpoint format lives in :mod:`unet_course.checkpoint`, tracking in :mod:`unet_course.tracking`, and
@@ -21,9 +23,11 @@ from .loop import evaluate, train_one_epoch
 from .optim import build_optimizer, build_scheduler, lr_factor, step_scheduler
 from .prepare import resolve_resume
 from .reporting import hardware_info, setup_logging
+from .stop import TrainingStopped
 
 __all__ = [
     "History",
+    "TrainingStopped",
     "build_optimizer",
     "build_scheduler",
     "evaluate",

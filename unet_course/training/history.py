@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,10 @@ from ..files import to_plain
 
 #: The score that picks ``best.pt`` and drives ``ReduceLROnPlateau``. 选择 best.pt 与驱动调度器的指标
 MONITOR = "dice"
+
+#: What :attr:`History.monitor` can be: the validation Dice (higher is better), or the training loss (lower is
+#: better) for a run without a validation split. 监控对象：验证 Dice（越大越好）或训练损失（无验证集时，越小越好）
+MONITORS = ("val_dice", "train_loss")
 
 
 def monitor_value(metrics: dict[str, Any]) -> float | None:
@@ -36,7 +41,9 @@ class History:
         val_metrics: one dict per epoch from :meth:`~unet_course.metrics.ConfusionMatrix.compute` (plus ``loss``).
         lr: learning rate used in each epoch. 每轮使用的学习率
         epoch_time: seconds per epoch (training + validation). 每轮耗时（秒）
-        best_metric, best_epoch: best validation Dice so far and its epoch. 目前最好的验证 Dice 及其轮次
+        best_metric, best_epoch: best monitored score so far and its epoch. 目前最好的监控指标及其轮次
+        monitor: ``"val_dice"`` (highest wins), or ``"train_loss"`` (lowest wins) when the run has no validation
+            split. 监控对象：验证 Dice（最高者胜），无验证集时为训练损失（最低者胜）
         global_step: optimiser steps taken. 已执行的优化步数
         out_dir, last_checkpoint, best_checkpoint: output folder and checkpoint paths (str). 输出目录与检查点路径
         wall_time: seconds spent in ``fit`` (summed over resumed runs). fit 总耗时
@@ -62,22 +69,31 @@ class History:
     last_checkpoint: str | None = None
     best_checkpoint: str | None = None
     wall_time: float = 0.0
+    monitor: str = "val_dice"
+
+    @property
+    def monitor_text(self) -> str:
+        """``"val Dice"`` or ``"train loss"``, for messages. 用于消息的监控指标名称"""
+        return "val Dice" if self.monitor == "val_dice" else "train loss"
 
     def record(self, epoch: int, *, train_loss: float, metrics: dict[str, Any], lr: float, seconds: float,
                global_step: int) -> bool:
-        """Append one epoch; return True if its validation Dice is a new best.
-        追加一轮的记录；验证 Dice 创新高时返回 True
+        """Append one epoch; return True if its monitored score is a new best.
+        追加一轮的记录；监控指标创新高（或训练损失创新低）时返回 True
         """
-        score = monitor_value(metrics)
+        dice = monitor_value(metrics)
+        score = dice if self.monitor == "val_dice" else train_loss
         self.epoch.append(epoch)
         self.train_loss.append(train_loss)
         self.val_loss.append(metrics.get("loss"))
-        self.val_dice.append(score)
+        self.val_dice.append(dice)
         self.val_metrics.append(to_plain(metrics))
         self.lr.append(lr)
         self.epoch_time.append(seconds)
         self.global_step = global_step
-        improved = score is not None and (self.best_metric is None or score > self.best_metric)
+        better = (lambda a, b: a > b) if self.monitor == "val_dice" else (lambda a, b: a < b)
+        improved = score is not None and math.isfinite(score) and (self.best_metric is None
+                                                                   or better(score, self.best_metric))
         if improved:
             self.best_metric, self.best_epoch = score, epoch
         return improved

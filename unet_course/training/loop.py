@@ -61,7 +61,8 @@ def _non_finite(what: str, value: float, epoch: int, step: int, global_step: int
         f"Non-finite {what} ({value}) at epoch {epoch}, step {step} (global step {global_step}); training stopped "
         "and the last good checkpoint is kept. Try: a lower learning rate (e.g. --lr divided by 10), "
         "--amp off or --amp bf16 instead of fp16, gradient clipping (--grad-clip 1.0), and check the inputs for "
-        "NaN/Inf values. Resume with --resume last after the fix."
+        "NaN/Inf values. Then continue from the last good checkpoint with the new values, e.g. "
+        "`unet-course train --resume last --lr 0.0003` (flags given with --resume override the saved settings)."
     )
 
 

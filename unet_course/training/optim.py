@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -69,14 +69,24 @@ def lr_factor(epoch: int, epochs: int, kind: str, warmup_epochs: int = 0, power:
     return (1.0 - t) ** power
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> Any:
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, *, higher_is_better: bool = True,
+                    total_epochs: Callable[[], int] | None = None) -> Any:
     """The learning rate scheduler named by ``cfg.scheduler``; stepped once per epoch by :func:`step_scheduler`.
     按 cfg.scheduler 构建学习率调度器，每轮由 step_scheduler 调用一次
 
-    - ``plateau``: ``ReduceLROnPlateau(mode="max")`` on the validation Dice, cut by ``plateau_factor`` after
-      ``plateau_patience`` epochs without improvement; 验证 Dice 停止上升时降低学习率
+    - ``plateau``: ``ReduceLROnPlateau`` on the monitored score (validation Dice, ``mode="max"``; the training
+      loss, ``mode="min"``, when there is no validation split), cut by ``plateau_factor`` after
+      ``plateau_patience`` epochs without improvement; 监控的指标停止改善时降低学习率
     - ``cosine`` / ``poly``: :func:`lr_factor` with ``warmup_epochs``; 余弦或多项式衰减（带预热）
     - ``none``: returns None. 不使用调度器
+
+    Args:
+        optimizer: the optimiser whose LR is scheduled. 优化器
+        cfg: uses ``scheduler``, ``epochs``, ``warmup_epochs``, ``plateau_factor``, ``plateau_patience``.
+        higher_is_better: the plateau scheduler's score rises when training goes well (Dice); False for a loss.
+            监控的指标是否越大越好
+        total_epochs: returns the current number of planned epochs (a time budget re-plans it); None ->
+            ``cfg.epochs``. 返回当前计划的总轮数（时间预算会改变它）
 
     Raises:
         ConfigError: an unknown scheduler name (the message lists the allowed ones).
@@ -88,18 +98,20 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> Any:
     name = str(cfg.scheduler).lower()
     if name == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=1e-7)
+            optimizer, mode="max" if higher_is_better else "min", factor=cfg.plateau_factor,
+            patience=cfg.plateau_patience, min_lr=1e-7)
     if name in ("cosine", "poly"):
         epochs, warmup = int(cfg.epochs), int(cfg.warmup_epochs)
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, epochs, name, warmup))
+        total = total_epochs or (lambda: epochs)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, total(), name, warmup))
     if name == "none":
         return None
     raise ConfigError(f"Unknown scheduler {cfg.scheduler!r}; choose one of: {', '.join(SCHEDULERS)}.")
 
 
 def step_scheduler(scheduler: Any, val_score: float | None) -> None:
-    """Advance the scheduler by one epoch (``ReduceLROnPlateau`` needs the validation score; it skips a missing one).
-    调度器前进一轮（ReduceLROnPlateau 需要验证指标，缺失时跳过）
+    """Advance the scheduler by one epoch (``ReduceLROnPlateau`` needs the monitored score; it skips a missing one).
+    调度器前进一轮（ReduceLROnPlateau 需要监控的指标，缺失时跳过）
     """
     if scheduler is None:
         return

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from .. import distributed
 from ..config import TrainConfig
 from ..data import build_loaders
+from ..distributed import epoch_seed
 from ..env import default_out_dir, is_interactive
 from ..errors import CheckpointError, ConfigError
 from ..files import ensure_writable_dir, remove_stale_temporaries
@@ -51,9 +52,12 @@ def resolve_resume(resume: str | None, out_dir: Path) -> Path | None:
         return None
     path = out_dir / f"{resume}.pt" if resume in ("last", "best") else Path(resume).expanduser()
     if not path.is_file():
+        nearby = sorted(out_dir.parent.glob(f"*/{path.name}"))[:3] if resume in ("last", "best") else []
+        found = f" Found: {', '.join(str(p) for p in nearby)} (pass one of them, or its --out-dir)." if nearby else ""
         raise CheckpointError(
             f"Cannot resume: checkpoint {str(path)!r} does not exist. Pass the path of a last.pt/best.pt written by "
             f"an earlier run (resume='last' looks in out_dir={str(out_dir)!r}), or drop --resume to start fresh."
+            + found
         )
     return path
 
@@ -77,15 +81,6 @@ def prepare_output(cfg: TrainConfig, main: bool) -> tuple[Path, Path | None]:
 # ----------------------------------------------------------------------------------------------------------------
 # Determinism 确定性
 # ----------------------------------------------------------------------------------------------------------------
-def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    """A 32-bit seed derived from ``(seed, epoch, rank)``. 由 (seed, epoch, rank) 派生的 32 位种子
-
-    >>> epoch_seed(0, 1) == epoch_seed(0, 1) != epoch_seed(0, 2)
-    True
-    """
-    return int(np.random.SeedSequence([int(seed) % 2**32, int(epoch), int(rank)]).generate_state(1)[0])
-
-
 def reseed_epoch(loader: DataLoader | None, seed: int, epoch: int, rank: int = 0) -> int:
     """Reseed Python, NumPy, torch and the loader's shuffle generator at the start of an epoch.
     每轮开始时重设 Python、NumPy、torch 以及数据加载器打乱顺序所用的随机数发生器
@@ -104,7 +99,7 @@ def reseed_epoch(loader: DataLoader | None, seed: int, epoch: int, rank: int = 0
                       if isinstance(g, torch.Generator)}
         for g in generators.values():
             g.manual_seed(s)
-        distributed.set_epoch(loader, epoch)  # DistributedSampler 按 seed + epoch 打乱
+        distributed.set_epoch(loader, epoch)  # 分布式采样器按 (seed, epoch) 抽取本轮索引
     return s
 
 

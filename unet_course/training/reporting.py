@@ -98,7 +98,7 @@ def precision_text(policy: AmpPolicy | None) -> str:
 
 def summary_block(cfg: TrainConfig, info: Any, model: nn.Module, device: torch.device, policy: AmpPolicy,
                   out_dir: Path, start_epoch: int, resume_path: Path | None, world: int, tracker_text: str,
-                  batch_size: int | None) -> str:
+                  batch_size: int | None, monitor_text: str = "val Dice") -> str:
     """The "Starting training:" banner: data, model, loss, schedule, device, precision, outputs.
     开始训练时打印的摘要：数据、模型、损失、轮数、设备、精度与输出位置
     """
@@ -114,12 +114,15 @@ def summary_block(cfg: TrainConfig, info: Any, model: nn.Module, device: torch.d
         f"{'bilinear' if mc.get('bilinear') else 'transposed-conv'} up-sampling, {n_params / 1e6:.2f} M parameters",
         f"    Loss:         {cfg.mode} (CE x{cfg.ce_weight} + Dice x{cfg.dice_weight})",
         f"    Epochs:       {cfg.epochs} (starting at {start_epoch + 1}), batch size {batch_size or cfg.batch_size}"
-        + (f", max {cfg.max_steps} steps/epoch" if cfg.max_steps else ""),
+        + (f", max {cfg.max_steps} steps/epoch" if cfg.max_steps else "")
+        + (f", time budget {cfg.time_budget:g} s (the schedule spans the epochs that fit; at most {cfg.epochs})"
+           if cfg.time_budget else ""),
         f"    Optimiser:    {cfg.optimizer}, lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}, "
         f"scheduler {cfg.scheduler}, grad clip {cfg.grad_clip}",
         f"    Device:       {device} ({torch.get_num_threads()} threads)" + (f", {world} processes" if world > 1 else ""),
         f"    Precision:    {precision_text(policy)}, channels_last={cfg.channels_last}",
-        f"    Checkpoints:  {out_dir} (last.pt every {cfg.save_every} epoch(s), best.pt on a new best val Dice)",
+        f"    Checkpoints:  {out_dir} (last.pt every {cfg.save_every} epoch(s), best.pt on a new best {monitor_text}"
+        + (": no validation split, so the lowest training loss)" if monitor_text == "train loss" else ")"),
         f"    Resume:       {resume_path if resume_path else 'no'}",
         f"    Tracking:     {tracker_text}",
     ]
@@ -127,29 +130,33 @@ def summary_block(cfg: TrainConfig, info: Any, model: nn.Module, device: torch.d
 
 
 def log_epoch(epoch: int, epochs: int, train_loss: float, metrics: dict[str, Any], lr: float, seconds: float,
-              improved: bool) -> None:
-    """One log line per epoch: losses, validation Dice, learning rate, time. 每轮一行日志"""
-    val = ""
+              improved: bool, monitor_text: str = "val Dice") -> None:
+    """One log line per epoch: losses, validation Dice (or "no validation"), learning rate, time. 每轮一行日志"""
+    val = "  (no validation)"
     if metrics:
         dice = monitor_value(metrics)
         val = f"  val loss {metrics.get('loss', float('nan')):.4f}  val Dice {dice if dice is not None else float('nan'):.4f}"
         if "pixel_accuracy" in metrics:
             val += f"  pixel acc {metrics['pixel_accuracy']:.4f}"
     logger.info("epoch %d/%d  train loss %.4f%s  lr %.2e  %.1f s%s", epoch, epochs, train_loss, val, lr, seconds,
-                "  (new best)" if improved else "")
+                f"  (new best {monitor_text})" if improved else "")
 
 
 def log_finished(history: History, out_dir: Path) -> None:
-    """The closing line: best validation Dice, its epoch, wall time, output folder. 结束时的一行总结"""
+    """The closing line: best validation Dice (or training loss), its epoch, wall time, output folder. 结束时的总结"""
     best = f"{history.best_metric:.4f}" if history.best_metric is not None else "n/a"
-    logger.info("Finished: best val Dice %s at epoch %s; %.1f s; outputs in %s", best, history.best_epoch,
-                history.wall_time, out_dir)
+    logger.info("Finished: best %s %s at epoch %s; %.1f s; outputs in %s", history.monitor_text, best,
+                history.best_epoch, history.wall_time, out_dir)
 
 
 def metrics_report(cfg: TrainConfig, info_dict: dict[str, Any], device: torch.device, world_size: int,
-                   policy: AmpPolicy, history: History) -> dict[str, Any]:
+                   policy: AmpPolicy, history: History, time_budget: dict[str, Any] | None = None) -> dict[str, Any]:
     """The content of ``metrics.json``: config, data, hardware, precision, wall time, final and best metrics.
     metrics.json 的内容：配置、数据、硬件、精度、耗时、最终与最佳指标
+
+    ``best.monitor`` says what chose ``best.pt``: ``"val_dice"``, or ``"train_loss"`` without a validation split
+    (then ``best.value`` is that loss and ``best.val_dice`` is None). ``time_budget`` holds the budget, the
+    seconds used and the planned epochs (None without a budget). best.monitor 说明 best.pt 的选择依据
     """
     best_idx = history.epoch.index(history.best_epoch) if history.best_epoch in history.epoch else None
     return {
@@ -164,7 +171,10 @@ def metrics_report(cfg: TrainConfig, info_dict: dict[str, Any], device: torch.de
                   "train_loss": history.train_loss[-1] if history.train_loss else None,
                   "val_dice": history.val_dice[-1] if history.val_dice else None,
                   "val_metrics": history.val_metrics[-1] if history.val_metrics else {}},
-        "best": {"epoch": history.best_epoch, "val_dice": history.best_metric,
+        "best": {"epoch": history.best_epoch, "monitor": history.monitor, "value": history.best_metric,
+                 "val_dice": history.best_metric if history.monitor == "val_dice" else None,
                  "val_metrics": history.val_metrics[best_idx] if best_idx is not None else {}},
+        "validation": "none: best.pt has the lowest training loss" if history.monitor == "train_loss" else "val split",
+        "time_budget": time_budget,
         "checkpoints": {"last": history.last_checkpoint, "best": history.best_checkpoint},
     }
