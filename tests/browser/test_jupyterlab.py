@@ -34,7 +34,7 @@ const cells = w.content.widgets.map((c) => ({
   count: c.model.type === 'code' ? c.model.executionCount : null,
   running: c.model.type === 'code' && c.model.executionState === 'running',
   outputs: c.model.type === 'code' ? c.model.outputs.toJSON() : [],
-  bars: c.node.querySelectorAll('.widget-progress').length,
+  bars: c.node.querySelectorAll('.widget-hprogress, .widget-vprogress').length,
   sliders: c.node.querySelectorAll('.widget-slider').length,
 }));
 return {path: w.context.path, dirty: w.context.model.dirty, tabDirty: !!(tab && tab.classList.contains('jp-mod-dirty')),
@@ -68,7 +68,9 @@ def _wait(driver, what: str, timeout: float, test, poll: float = 0.5):
 def _summary(state) -> str:
     if not state:
         return "no notebook panel"
-    return str({k: v for k, v in state.items() if k != "cells"} | {"cells": len(state["cells"])})
+    pending = [f"{i}: {c['source'].strip().splitlines()[0][:60]}" for i, c in enumerate(state["cells"])
+               if c["type"] == "code" and c["source"].strip() and (c["count"] is None or c["running"])]
+    return str({k: v for k, v in state.items() if k != "cells"} | {"cells": len(state["cells"]), "pending": pending})
 
 
 def _open(driver, lab, name: str) -> dict:
