@@ -44,12 +44,14 @@ test: $(STAMP)
 # Chromium from Debian's packages. Without Chromium it prints how to install it and skips; under CI=true it fails.
 # 学生的浏览器：在无界面 Chromium 的真实 JupyterLab 中运行每个 notebook；缺少 Chromium 时跳过（CI 中失败）
 BROWSER_INSTALL := sudo apt-get install chromium chromium-driver fonts-noto-cjk
+CHROMIUM     ?= /usr/bin/chromium
+CHROMEDRIVER ?= /usr/bin/chromedriver
 browser-test: $(STAMP)
-	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	@if [ ! -x $(CHROMIUM) ] || [ ! -x $(CHROMEDRIVER) ]; then \
 		if [ "$$CI" = "true" ]; then echo "browser-test: Chromium is missing in CI: $(BROWSER_INSTALL)" >&2; exit 1; fi; \
 		echo "browser-test SKIPPED: Chromium not found. Install it with: $(BROWSER_INSTALL)"; exit 0; \
 	fi; \
-	UNET_COURSE_BROWSER_TEST=1 VENV=$(abspath $(VENV)) $(BIN)/python -m pytest tests/browser -p no:cacheprovider -s $(PYTEST_ARGS)
+	UNET_COURSE_BROWSER_TEST=1 VENV=$(abspath $(VENV)) CHROMIUM=$(CHROMIUM) CHROMEDRIVER=$(CHROMEDRIVER) $(BIN)/python -m pytest tests/browser -p no:cacheprovider -s $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
 	$(BIN)/python -m unet_course.notebook_tools execute notebooks/*.ipynb
