@@ -212,3 +212,41 @@ def test_notebook_in_jupyterlab(lab, driver, name: str) -> None:
     for session in lab.api("sessions"):                          # free the CPU for the next one 释放 CPU
         lab.api(f"sessions/{session['id']}", method="DELETE")
     print(f"{name}: {time.monotonic() - start:.0f} s in JupyterLab")
+
+
+# A two-cell notebook for the progress bar alone: one bar that removes itself, one that stays as a line.
+# 只测试进度条的两单元 notebook：一个结束后消失，一个留下一行文本
+_BAR_CELLS = (
+    "import time\nfrom unet_course.progress import progress_bar\n"
+    "for _ in progress_bar(range(8), desc='gone', leave=False):\n    time.sleep(0.5)",
+    "for _ in progress_bar(range(4), desc='kept'):\n    time.sleep(0.5)\nprint('done')",
+)
+
+
+def test_progress_bar_survives_a_reload(lab, driver) -> None:
+    """A widget while it runs; after a save and a reload, text and no "Error displaying widget".
+    运行时是控件；保存并刷新后只有文本，没有 "Error displaying widget"
+    """
+    import nbformat
+
+    from unet_course.notebook_tools import KERNELSPEC, WIDGET_VIEW
+
+    name = "progress_bar_demo.ipynb"
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": dict(KERNELSPEC)})
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in _BAR_CELLS]
+    nbformat.write(nb, lab.root / "notebooks" / name)
+    _open(driver, lab, name)
+    state, bars = _run_all(driver, name)
+    assert not _problems(state), "\n".join(_problems(state))
+    assert bars == {0, 1}, f"a progress-bar widget showed in cells {sorted(bars)}, expected both"
+    _save(driver, name)
+    saved = nbformat.read(lab.root / "notebooks" / name, as_version=4)
+    assert not [o for c in saved.cells for o in c.outputs if WIDGET_VIEW in o.get("data", {})], \
+        "a widget view was saved: a reload or a new kernel would show 'Error displaying widget'"
+    state = _reload(driver, name)
+    driver.save_screenshot(str(SHOTS / "progress_bar_reloaded.png"))
+    assert state["widgetErrors"] == 0, f"{state['widgetErrors']} x '{WIDGET_ERROR}' after a reload"
+    texts = [o["data"]["text/plain"] for c in state["cells"] for o in c["outputs"] if "text/plain" in o.get("data", {})]
+    assert [t.split("|")[0].strip() for t in texts] == ["kept: 100%"], texts
+    for session in lab.api("sessions"):
+        lab.api(f"sessions/{session['id']}", method="DELETE")
