@@ -1,6 +1,6 @@
 # unet-course: two commands do all the set-up on a machine with only python3 and pip.
 #   make course  -> create .venv, install, run the course on the synthetic default data
-#   make test    -> create .venv, install, run the tests (unit tests + nbval over the notebooks)
+#   make test    -> create .venv, install, run the tests (unit tests, nbval over the notebooks, JupyterLab in Chromium)
 # 两个命令完成全部准备：make course 运行课程，make test 运行测试
 
 PYTHON ?= python3
@@ -9,11 +9,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: course test install notebooks bench lint clean help
+.PHONY: course test browser-test install notebooks bench lint clean help
 
 help:
 	@echo "make course     run the five course notebooks with papermill on the synthetic default data"
-	@echo "make test       run the unit tests and nbval over the notebooks"
+	@echo "make test       run the unit tests, nbval over the notebooks and the browser test"
+	@echo "make browser-test  run every notebook in JupyterLab in headless Chromium (screenshots in runs/browser/)"
 	@echo "make notebooks  re-execute the committed notebooks in place (maintainers)"
 	@echo "make bench      print the CPU benchmark as JSON"
 
@@ -31,12 +32,26 @@ install: $(STAMP)
 course: $(STAMP)
 	$(BIN)/python -m unet_course course
 
-# Unit tests, then nbval over the five notebooks (stored outputs compared after notebooks/sanitize.cfg).
-# 先运行单元测试，再用 nbval 比较五个 notebook 的输出
+# Unit tests, then nbval over the five notebooks (stored outputs compared after notebooks/sanitize.cfg), then the
+# browser test. 先运行单元测试，再用 nbval 比较五个 notebook 的输出，最后运行浏览器测试
 test: $(STAMP)
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests --ignore=tests/browser/test_jupyterlab.py $(PYTEST_ARGS)
 	env -u WANDB_MODE -u MPLBACKEND $(BIN)/python -m pytest notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg \
 		--ignore-glob='*/runs/*' $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory browser-test
+
+# The student's browser: every notebook in a real JupyterLab (.venv's jupyter-lab on 127.0.0.1) in headless
+# Chromium from Debian's packages. Without Chromium it prints how to install it and skips; under CI=true it fails.
+# 学生的浏览器：在无界面 Chromium 的真实 JupyterLab 中运行每个 notebook；缺少 Chromium 时跳过（CI 中失败）
+BROWSER_INSTALL := sudo apt-get install chromium chromium-driver fonts-noto-cjk
+CHROMIUM     ?= /usr/bin/chromium
+CHROMEDRIVER ?= /usr/bin/chromedriver
+browser-test: $(STAMP)
+	@if [ ! -x $(CHROMIUM) ] || [ ! -x $(CHROMEDRIVER) ]; then \
+		if [ "$$CI" = "true" ]; then echo "browser-test: Chromium is missing in CI: $(BROWSER_INSTALL)" >&2; exit 1; fi; \
+		echo "browser-test SKIPPED: Chromium not found. Install it with: $(BROWSER_INSTALL)"; exit 0; \
+	fi; \
+	UNET_COURSE_BROWSER_TEST=1 VENV=$(abspath $(VENV)) CHROMIUM=$(CHROMIUM) CHROMEDRIVER=$(CHROMEDRIVER) $(BIN)/python -m pytest tests/browser -p no:cacheprovider -s $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
 	$(BIN)/python -m unet_course.notebook_tools execute notebooks/*.ipynb

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import html as _html
 import json
 import os
 import re
@@ -189,12 +190,91 @@ def format_summary(runs: list[NotebookRun]) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # In-place execution for maintainers (make notebooks). 维护者使用的原地执行
 # ----------------------------------------------------------------------------------------------------------
-def clean_notebook(nb: Any) -> Any:
-    """Strip widget state, volatile metadata and absolute paths from a notebook (in place).
-    清除 widget 状态、易变元数据和绝对路径
+#: The kernelspec JupyterLab writes for the ``python3`` kernel; stored as is, opening a notebook changes nothing.
+#: JupyterLab 为 python3 内核写入的 kernelspec；原样保存，打开 notebook 不会使其变为未保存
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+#: The line stored above the picture of a widget (the explorer) in place of its live view. 控件图片上方的一行提示
+WIDGET_HINT = "Run this cell to move the sliders. 运行此单元格以拖动滑块"
+_LIVE_HINT = "Run this cell to show the live widget. 运行此单元格以显示交互控件"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+# text/plain of a bare widget, e.g. "VBox(children=(HBox(..." 控件的默认文本表示
+_WIDGET_REPR = re.compile(r"^[A-Z]\w*\((children|value|layout|description)=")
+
+
+def _widget_tree(state: dict[str, Any], model_id: str) -> list[dict[str, Any]]:
+    """The stored models of a widget and of the widgets it refers to, depth first in child order.
+    控件及其引用的子控件的状态（深度优先，保持子控件顺序）
     """
-    nb.metadata.pop("widgets", None)
+    found: list[dict[str, Any]] = []
+    todo, seen = [model_id], set()
+    while todo:
+        mid = todo.pop()
+        if mid in seen or mid not in state:
+            continue
+        seen.add(mid)
+        found.append(state[mid])
+        refs, values = [], list(state[mid].get("state", {}).values())
+        while values:                                     # children are "IPY_MODEL_<id>" strings, maybe nested
+            v = values.pop(0)
+            if isinstance(v, str) and v.startswith("IPY_MODEL_"):
+                refs.append(v[len("IPY_MODEL_"):])
+            elif isinstance(v, (list, tuple)):
+                values[:0] = list(v)
+        todo.extend(reversed(refs))
+    return found
+
+
+def _plain_text(html: str) -> str:
+    return _html.unescape(re.sub(r"<[^>]+>", "", html)).replace("\xa0", " ").strip()
+
+
+def _static_widget_outputs(out: dict[str, Any], state: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a saved file shows instead of a widget view: its picture and a hint, or its text.
+    保存文件中替代控件视图的内容：控件的图片加一行提示，或其文本
+
+    A widget view means nothing without its model: a viewer (GitHub, a reload, a new kernel) shows
+    "Error displaying widget". So: stored images (the explorer's ``Output`` widget) are kept with
+    :data:`WIDGET_HINT`; a progress bar becomes its text line; any other widget keeps its text/plain fallback,
+    or a hint if that is only a widget repr such as ``VBox(children=...)``.
+    没有模型时控件视图无法显示：保留状态中的图片（explore 的 Output 控件）和提示；进度条变为一行文本；
+    其他控件保留文本表示（若只是 VBox(...) 之类的表示则换成提示）
+    """
+    data = dict(out.get("data", {}))
+    view = data.pop(WIDGET_VIEW, None) or {}
+    tree = _widget_tree(state, str(view.get("model_id", "")))
+    images = [o for m in tree for o in m.get("state", {}).get("outputs", []) if "image/png" in o.get("data", {})]
+    if images:
+        hint = WIDGET_HINT if any("Slider" in m.get("model_name", "") for m in tree) else _LIVE_HINT
+        static = [{"output_type": "display_data", "metadata": {}, "data": {"text/plain": hint}}]
+        for image in images:
+            picture = {k: v for k, v in image["data"].items() if k in ("image/png", "text/plain")}
+            static.append({"output_type": "display_data", "metadata": dict(image.get("metadata", {})),
+                           "data": picture})
+        return static
+    if any("Progress" in m.get("model_name", "") for m in tree):      # a tqdm bar: "desc: 100% 8/8 [..]"
+        parts = [_plain_text(str(m["state"].get("value", ""))) for m in tree if m.get("model_name") == "HTMLModel"]
+        return [{"output_type": "display_data", "metadata": {}, "data": {"text/plain": " ".join(p for p in parts if p)}}]
+    text = data.get("text/plain", "")
+    text = text if isinstance(text, str) else "".join(text)
+    if not data or _WIDGET_REPR.match(text):
+        data = {"text/plain": _LIVE_HINT}
+    return [dict(out, data=data)]
+
+
+def clean_notebook(nb: Any) -> Any:
+    """Make a notebook file stable and readable anywhere (in place).
+    让 notebook 文件稳定、在任何查看器中都可读（原地修改）
+
+    - the kernelspec becomes :data:`KERNELSPEC` (what JupyterLab writes, so opening it changes nothing);
+    - widget views become static outputs (:func:`_static_widget_outputs`), then the widget state is dropped;
+    - volatile metadata (execution times, papermill) and absolute paths go.
+    kernelspec 统一为 KERNELSPEC；控件视图改为静态输出后删除控件状态；删除易变元数据与绝对路径
+    """
+    widgets = nb.metadata.pop("widgets", None) or {}
+    state = dict((widgets.get(WIDGET_STATE) or {}).get("state", {}))
     nb.metadata.pop("papermill", None)
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
     for cell in nb.cells:
         for key in _VOLATILE_CELL_METADATA:
             cell.metadata.pop(key, None)
@@ -202,19 +282,25 @@ def clean_notebook(nb: Any) -> Any:
             continue
         kept = []
         for out in cell.get("outputs", []):
-            data = out.get("data", {})
-            # Widget views only make sense with their state; drop them (progress bars in a live kernel).
-            data.pop("application/vnd.jupyter.widget-view+json", None)
-            if out.get("output_type") in {"display_data", "execute_result"} and not data:
-                continue
-            if out.get("output_type") == "stream":
-                out["text"] = _ABS_PATH.sub("<path>", out.get("text", ""))
-            if "text/plain" in data:
-                text = data["text/plain"]
-                data["text/plain"] = _ABS_PATH.sub("<path>", text if isinstance(text, str) else "".join(text))
-            kept.append(out)
-        cell["outputs"] = kept
+            for item in (_static_widget_outputs(out, state) if WIDGET_VIEW in out.get("data", {}) else [out]):
+                data = item.get("data", {})
+                if item.get("output_type") in {"display_data", "execute_result"} and not data:
+                    continue                              # e.g. a progress bar that removed itself 空输出
+                if item.get("output_type") == "stream":
+                    item["text"] = _ABS_PATH.sub("<path>", item.get("text", ""))
+                if "text/plain" in data:
+                    text = data["text/plain"]
+                    data["text/plain"] = _ABS_PATH.sub("<path>", text if isinstance(text, str) else "".join(text))
+                kept.append(item)
+        cell["outputs"] = [_as_node(o) for o in kept]
     return nb
+
+
+def _as_node(out: Any) -> Any:
+    """Plain dicts -> nbformat nodes (attribute access, as nbformat.read gives). 转为 nbformat 节点"""
+    import nbformat
+
+    return nbformat.from_dict(out)
 
 
 def execute_in_place(paths: list[str | Path], timeout: int = 900, kernel_name: str = "python3") -> None:
