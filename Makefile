@@ -32,10 +32,13 @@ install: $(STAMP)
 course: $(STAMP)
 	$(BIN)/python -m unet_course course
 
-# Unit tests, then nbval over the five notebooks (stored outputs compared after notebooks/sanitize.cfg), then the
-# browser test. 先运行单元测试，再用 nbval 比较五个 notebook 的输出，最后运行浏览器测试
+# Lint (ruff + the import-linter layers), unit tests, doctests, then nbval over the five notebooks (stored outputs
+# compared after notebooks/sanitize.cfg), then the browser test.
+# 先做静态检查（ruff 与导入分层），再运行单元测试、文档测试、nbval，最后运行浏览器测试
 test: $(STAMP)
+	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest tests --ignore=tests/browser/test_jupyterlab.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --doctest-modules unet_course -p no:cacheprovider -q $(PYTEST_ARGS)
 	env -u WANDB_MODE -u MPLBACKEND $(BIN)/python -m pytest notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg \
 		--ignore-glob='*/runs/*' $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory browser-test
@@ -59,8 +62,10 @@ notebooks: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m unet_course bench
 
+# ruff, then the import layers of pyproject.toml ([tool.importlinter]). 代码风格检查与导入分层检查
 lint: $(STAMP)
 	$(BIN)/ruff check unet_course tests
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

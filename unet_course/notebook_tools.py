@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .env import HEADLESS_ENV, REPO_ROOT, default_out_dir
+import torch
+
+from .env import HEADLESS_ENV, REPO_ROOT, cpu_info, default_out_dir
 from .errors import ConfigError
 from .files import ensure_writable_dir
 
@@ -303,9 +305,21 @@ def _as_node(out: Any) -> Any:
     return nbformat.from_dict(out)
 
 
+def executed_on() -> dict[str, Any]:
+    """The machine facts stored in each executed notebook (``metadata.unet_course.executed_on``): CPU model, SIMD
+    level, native bf16, core count, torch version. The stored outputs of all five notebooks come from one pass on
+    one machine, and a test checks that their records agree.
+    每个执行过的 notebook 记录的机器信息；五个 notebook 的记录必须一致（由测试检查）
+    """
+    cpu = cpu_info()
+    return {"cpu": cpu["model"], "simd": cpu["capability"], "native_bf16": cpu["native_bf16"],
+            "cores": cpu["affinity_cores"] or cpu["logical_cores"], "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
 def execute_in_place(paths: list[str | Path], timeout: int = 900, kernel_name: str = "python3") -> None:
-    """Re-execute notebooks in place (cwd = their folder), then clean them.
-    原地重新执行 notebook（工作目录为其所在目录），然后清理
+    """Re-execute notebooks in place (cwd = their folder), then clean them and record :func:`executed_on`.
+    原地重新执行 notebook（工作目录为其所在目录），然后清理并记录机器信息
     """
     import nbformat
     from nbclient import NotebookClient
@@ -318,6 +332,7 @@ def execute_in_place(paths: list[str | Path], timeout: int = 900, kernel_name: s
         NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
                        resources={"metadata": {"path": str(path.parent)}}).execute()
         clean_notebook(nb)
+        nb.metadata["unet_course"] = {"executed_on": executed_on()}
         nbformat.write(nb, path)
         print(f"{path.name}: executed in {time.perf_counter() - start:.1f}s")
 

@@ -31,6 +31,7 @@ from .. import distributed
 from ..errors import NonFiniteLossError
 from ..metrics import ConfusionMatrix, logits_to_labels
 from ..precision import AmpPolicy, amp_policy, autocast, make_scaler
+from ..progress import progress_bar
 from ..tracking import Tracker
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -48,12 +49,14 @@ def batch_to(batch: dict[str, Any], device: torch.device, channels_last: bool) -
 
 
 def _progress(total: int | None, epoch: int, epochs: int | None, show: bool) -> Any:
-    """The per-step progress bar (a silent no-op bar when ``show`` is False). 每步的进度条（不显示时为空操作）"""
-    # tqdm.auto loads the ipywidgets bar in Jupyter (optional, heavy), so it is imported only here 仅在此导入
-    from tqdm.auto import tqdm
+    """The per-step progress bar (a silent no-op bar when ``show`` is False). 每步的进度条（不显示时为空操作）
 
+    :func:`unet_course.progress.progress_bar` leaves no dead widget view in a saved notebook. 不会在保存的 notebook
+    中留下失效的控件
+    """
     desc = f"Epoch {epoch}/{epochs}" if epochs else f"Epoch {epoch}"
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=not show)
+    return progress_bar(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
+                        mode="auto" if show else "off")
 
 
 def _non_finite(what: str, value: float, epoch: int, step: int, global_step: int) -> NonFiniteLossError:
