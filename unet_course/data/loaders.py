@@ -41,8 +41,8 @@ from .folder import CarvanaDataset, FolderPairs
 from .isbi import ISBI2012Dataset
 from .synthetic import SyntheticSegmentation
 
-__all__ = ["DATASETS", "DataInfo", "build_dataset", "build_loaders", "resolve_num_workers", "split_indices",
-           "collate_segmentation", "SegmentationLoader", "worker_free_message"]
+__all__ = ["DATASETS", "DataInfo", "build_dataset", "build_loaders", "dataset_options", "resolve_num_workers",
+           "split_indices", "collate_segmentation", "SegmentationLoader", "worker_free_message"]
 
 
 def _synthetic(root=None, split: str = "train", **kw) -> SyntheticSegmentation:
@@ -151,6 +151,39 @@ def build_dataset(name: str, root=None, split: str = "train", **kw) -> Segmentat
             f"Dataset {key!r} does not take {', '.join(unknown)}; it accepts: {', '.join(sorted(_accepted(key)))}."
         )
     return DATASETS[key](root=root, split=split, **kw)
+
+
+#: Arguments that :func:`build_loaders` sets itself from other TrainConfig fields. build_loaders 自行设置的参数
+RESERVED_OPTIONS = {"root": "data_dir", "split": None, "augment": "augment", "crop_size": "crop_size",
+                    "n_samples": "train_samples / val_samples", "image_size": "image_size"}
+
+
+def dataset_options(name: str, options: dict | None) -> dict:
+    """``TrainConfig.dataset_options`` checked against what the data set ``name`` accepts.
+    检查 dataset_options 是否为该数据集接受的参数
+
+    Raises:
+        ConfigError: not a dict, a key the data set does not take (the message lists what it accepts), or a key
+            that has its own TrainConfig field.
+
+    >>> dataset_options("isbi2012", {"n_val": 3, "n_holdout": 3})
+    {'n_val': 3, 'n_holdout': 3}
+    """
+    key = _normalise_name(name)
+    if not options:
+        return {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"dataset_options must be a dict (JSON object), got {type(options).__name__}.")
+    taken = sorted(k for k in options if k in RESERVED_OPTIONS)
+    if taken:
+        fields = ", ".join(f"{k} -> {RESERVED_OPTIONS[k] or 'chosen per loader'}" for k in taken)
+        raise ConfigError(f"dataset_options may not set {', '.join(taken)}: the loaders set them ({fields}).")
+    unknown = sorted(set(options) - _accepted(key))
+    if unknown:
+        accepted = sorted(_accepted(key) - set(RESERVED_OPTIONS))
+        raise ConfigError(f"dataset_options {', '.join(unknown)} are not arguments of dataset {key!r}; it accepts: "
+                          f"{', '.join(accepted)}.")
+    return dict(options)
 
 
 @dataclass
@@ -311,7 +344,9 @@ def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLo
     根据 TrainConfig 构建训练与验证数据加载器
 
     Honours ``dataset, data_dir, scale, crop_size, image_size, train_samples, val_samples, val_fraction,
-    samples_per_epoch, augment, num_workers, batch_size, seed, ignore_index, in_channels, enhance``. The training loader
+    samples_per_epoch, augment, num_workers, batch_size, seed, ignore_index, in_channels, enhance`` and
+    ``dataset_options`` (extra keyword arguments of the data set class, e.g. ``{"n_val": 3, "n_holdout": 3}`` for
+    ISBI-2012's 24/3/3 split; they win over ``val_fraction``/``seed``/...; checked by :func:`dataset_options`). The training loader
     shuffles with its own ``torch.Generator`` seeded by ``cfg.seed``; the caller can reseed it per epoch through
     ``train_loader.generator.manual_seed(...)`` for exact resumption (with ``samples_per_epoch`` the same
     generator drives the ``RandomSampler``, ``train_loader.sampler.generator``). ``samples_per_epoch`` (real data
@@ -337,12 +372,15 @@ def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLo
     common = dict(seed=cfg.seed, scale=cfg.scale, ignore_index=cfg.ignore_index)
     if cfg.in_channels is not None:
         common["in_channels"] = cfg.in_channels
+    options = dataset_options(key, getattr(cfg, "dataset_options", None))
     if key.startswith("synthetic"):
+        common.update(options)                              # --dataset-options 覆盖同名参数
         train_ds = build_dataset(key, split="train", n_samples=cfg.train_samples, image_size=cfg.image_size,
                                  augment=cfg.augment, crop_size=cfg.crop_size, **common)
         val_ds = build_dataset(key, split="val", n_samples=cfg.val_samples, image_size=cfg.image_size, **common)
     else:
         common["val_fraction"] = cfg.val_fraction
+        common.update(options)                              # 如 ISBI-2012 的 n_val / n_holdout
         train_ds = build_dataset(key, root=cfg.data_dir, split="train", augment=cfg.augment,
                                  crop_size=cfg.crop_size, **common)
         val_ds = build_dataset(key, root=cfg.data_dir, split="val", **common)
