@@ -83,7 +83,7 @@ def _minimal(model, optimizer, loss_fn, images, target, policy, *, sync_loss=Fal
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     if sync_loss:
-        float(loss)                                                     # 主机同步
+        float(loss.detach())                                            # 主机同步
 
 
 def _lever_step(name: str, model: torch.nn.Module, data: dict[str, Any], cfg: dict[str, Any],

@@ -345,15 +345,13 @@ def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLo
 
     Honours ``dataset, data_dir, scale, crop_size, image_size, train_samples, val_samples, val_fraction,
     samples_per_epoch, augment, num_workers, batch_size, seed, ignore_index, in_channels, enhance`` and
-    ``dataset_options`` (extra keyword arguments of the data set class, e.g. ``{"n_val": 3, "n_holdout": 3}`` for
-    ISBI-2012's 24/3/3 split; they win over ``val_fraction``/``seed``/...; checked by :func:`dataset_options`). The training loader
-    shuffles with its own ``torch.Generator`` seeded by ``cfg.seed``; the caller can reseed it per epoch through
-    ``train_loader.generator.manual_seed(...)`` for exact resumption (with ``samples_per_epoch`` the same
-    generator drives the ``RandomSampler``, ``train_loader.sampler.generator``). ``samples_per_epoch`` (real data
-    only; synthetic data use ``train_samples``) draws that many items per epoch, repeating the training set in
-    fresh permutations, which suits random crops of a few large images. ``drop_last`` is on only when an epoch is
-    larger than a batch. The validation loader never augments; it uses ``batch_size`` (or 1 when image sizes
-    differ).
+    ``dataset_options`` (:func:`dataset_options`; ISBI-2012's 24/3/3 split: ``{"n_val": 3, "n_holdout": 3}``).
+    The training loader shuffles with its own ``torch.Generator`` seeded by ``cfg.seed``; the caller can reseed it
+    per epoch through ``train_loader.generator.manual_seed(...)`` for exact resumption (with ``samples_per_epoch``
+    the same generator drives the ``RandomSampler``, ``train_loader.sampler.generator``). ``samples_per_epoch``
+    (real data only; synthetic data use ``train_samples``) draws that many items per epoch, repeating the training
+    set in fresh permutations, which suits random crops of a few large images. ``drop_last`` is on only when an
+    epoch is larger than a batch. The validation loader never augments; it uses ``batch_size`` (1 when sizes differ).
     训练加载器使用自带的 torch.Generator 打乱顺序，调用方可在每轮重新设置种子；验证加载器不做增强
 
     Args:
@@ -372,15 +370,14 @@ def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLo
     common = dict(seed=cfg.seed, scale=cfg.scale, ignore_index=cfg.ignore_index)
     if cfg.in_channels is not None:
         common["in_channels"] = cfg.in_channels
-    options = dataset_options(key, getattr(cfg, "dataset_options", None))
+    if not key.startswith("synthetic"):
+        common["val_fraction"] = cfg.val_fraction
+    common.update(dataset_options(key, getattr(cfg, "dataset_options", None)))   # 如 ISBI-2012 的 n_val / n_holdout
     if key.startswith("synthetic"):
-        common.update(options)                              # --dataset-options 覆盖同名参数
         train_ds = build_dataset(key, split="train", n_samples=cfg.train_samples, image_size=cfg.image_size,
                                  augment=cfg.augment, crop_size=cfg.crop_size, **common)
         val_ds = build_dataset(key, split="val", n_samples=cfg.val_samples, image_size=cfg.image_size, **common)
     else:
-        common["val_fraction"] = cfg.val_fraction
-        common.update(options)                              # 如 ISBI-2012 的 n_val / n_holdout
         train_ds = build_dataset(key, root=cfg.data_dir, split="train", augment=cfg.augment,
                                  crop_size=cfg.crop_size, **common)
         val_ds = build_dataset(key, root=cfg.data_dir, split="val", **common)

@@ -307,8 +307,7 @@ def predict_image(
             which shows why the step is needed when ``scale != 1``. 是否插值回原尺寸
         name: how to call the image in error messages. 错误消息中的图像名称
         enhance: the training's contrast enhancement (``meta["preprocess"]["enhance"]``). 对比度增强
-        max_memory_mb: above this estimated memory a whole-image pass is tiled automatically
-            (:mod:`unet_course.inference.memory`); None: never. 整图推理的内存上限，超过时自动切片
+        max_memory_mb: estimated MiB above which a whole image is tiled (:mod:`.memory`); None: never. 内存上限
 
     Returns:
         :class:`Prediction` with ``probs`` ``(K, H, W)``, ``labels`` ``(H, W)``, ``mask`` ``(H, W)``.

@@ -183,20 +183,14 @@ def evaluate_dataset(
         DataError: the split has no labels. CheckpointError: the dataset's mask values differ from the model's.
     """
     _check_dataset_classes(meta, dataset)
-    settings = settings_from_meta(meta)                               # 检查点的预处理、决策规则与预测方式
-    settings.update({k: float(v) for k, v in (("scale", scale), ("threshold", threshold)) if v is not None})
-    settings.update({k: v for k, v in (("tile", tile), ("tta", tta)) if v is not None})
-    settings["tile"] = settings["tile"] or None                       # 0 表示整图
-    instance = bool(getattr(dataset, "instance_metrics", False))      # 如 ISBI-2012 的细胞分割指标
-    boundary = int(getattr(dataset, "boundary_class", 1))
-    instances: list[dict[str, float]] = []
+    settings = _settings(meta, scale=scale, threshold=threshold, tile=tile, tta=tta)
     n_classes = len(settings["mask_values"])
     ignore_index = int(getattr(dataset, "ignore_index", 255))
+    boundary = int(getattr(dataset, "boundary_class", 1)) if getattr(dataset, "instance_metrics", False) else None
     total = ConfusionMatrix(n_classes, ignore_index=ignore_index)     # 全部图像共用一个混淆矩阵
     names = list(getattr(dataset, "names", []) or [])
     chosen = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
     per_image: list[dict[str, Any]] = []
-    aucs: list[float] = []
     start = time.perf_counter()
     for i in chosen:
         name, image, mask_raw, valid = _sample(dataset, i, names)
@@ -206,23 +200,39 @@ def evaluate_dataset(
         scores = score_prediction(pred.labels, target, valid, n_classes, probs=pred.probs,
                                   ignore_index=ignore_index)
         total.update(_as_long_tensor(pred.labels), masked_target(target, valid, ignore_index))
-        if "auc" in scores and math.isfinite(scores["auc"]):
-            aucs.append(scores["auc"])
-        if instance:
-            instances.append(instance_scores(pred.labels, target, boundary, valid, ignore_index))
-            scores.update(instances[-1])
+        if boundary is not None:                                      # 如 ISBI-2012 的细胞分割指标
+            scores.update(instance_scores(pred.labels, target, boundary, valid, ignore_index))
         per_image.append({"name": name, **to_plain(scores)})
         if progress is not None:
             progress(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in _headline(scores).items()))
-    metrics = to_plain(total.compute())
-    if n_classes == 2:
-        metrics["auc"] = float(np.mean(aucs)) if aucs else float("nan")
-    for key in INSTANCE_KEYS if instances else ():
-        metrics[key] = float(np.mean([scores[key] for scores in instances]))   # 各图的平均
-    return {"metrics": metrics, "per_image": per_image, "n_images": len(per_image),
+    return {"metrics": _pooled(total, per_image, n_classes), "per_image": per_image, "n_images": len(per_image),
             "settings": {"tile": settings["tile"], "overlap": overlap, "tta": settings["tta"], "blend": blend,
                          "scale": settings["scale"], "threshold": settings["threshold"]},
             "seconds": time.perf_counter() - start}
+
+
+def _settings(meta: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """The checkpoint's prediction settings with the non-None ``overrides``; ``tile=0`` means the whole image.
+    检查点的预测设置，非 None 的参数覆盖之；tile=0 表示整图
+    """
+    settings = settings_from_meta(meta)                               # 检查点的预处理、决策规则与预测方式
+    for key in ("scale", "threshold"):
+        if overrides.get(key) is not None:
+            settings[key] = float(overrides[key])
+    settings.update({k: overrides[k] for k in ("tile", "tta") if overrides.get(k) is not None})
+    settings["tile"] = settings["tile"] or None                       # 0 表示整图
+    return settings
+
+
+def _pooled(total: ConfusionMatrix, per_image: list[dict[str, Any]], n_classes: int) -> dict[str, Any]:
+    """Pooled confusion-matrix metrics, the mean per-image AUC and the mean instance scores. 汇总指标"""
+    metrics = to_plain(total.compute())
+    if n_classes == 2:
+        aucs = [s["auc"] for s in per_image if isinstance(s.get("auc"), float) and math.isfinite(s["auc"])]
+        metrics["auc"] = float(np.mean(aucs)) if aucs else float("nan")
+    for key in INSTANCE_KEYS if per_image and INSTANCE_KEYS[0] in per_image[0] else ():
+        metrics[key] = float(np.mean([s[key] for s in per_image]))    # 各图的平均
+    return metrics
 
 
 def compare_resize_vs_sliding(
