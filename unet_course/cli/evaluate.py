@@ -137,10 +137,11 @@ def metrics_table(metrics: dict[str, Any], class_names: Sequence[str] | None) ->
     fg                    0.2500
     """
     lines = []
-    for key in ("dice", "mean_dice", "mean_iou", "pixel_accuracy", "pixel_error", "auc", *INSTANCE_KEYS):
-        value = metrics.get(key)
-        if isinstance(value, (int, float)):
-            lines.append(f"{key:<16}{value:>10.4f}")
+    keys = [k for k in ("dice", "mean_dice", "mean_iou", "pixel_accuracy", "pixel_error", "auc", *INSTANCE_KEYS)
+            if isinstance(metrics.get(k), (int, float))]
+    width = max([16] + [len(k) + 2 for k in keys])                  # 长名称（如 variation_of_information）也对齐
+    for key in keys:
+        lines.append(f"{key:<{width}}{metrics[key]:>10.4f}")
     per_class = [k for k in ("dice_per_class", "iou", "precision", "recall") if isinstance(metrics.get(k), list)]
     if per_class:
         k = len(metrics[per_class[0]])
