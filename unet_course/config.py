@@ -36,7 +36,7 @@ PROGRESS_MODES = ("auto", "bar", "line", "none")
 #: Tile blending of the sliding window. 滑动窗口的融合方式
 BLEND_MODES = ("gaussian", "linear", "constant")
 #: Dataset splits that ``unet-course evaluate`` scores. 可评估的数据划分
-SPLITS = ("train", "val", "test", "all")
+SPLITS = ("train", "val", "test", "all", "holdout")
 
 #: Largest resize factor; larger ones only make blurry, slow inputs. 缩放比例上限
 MAX_SCALE = 4.0
@@ -120,6 +120,9 @@ class TrainConfig:
     augment: bool = knob(True, "flips / rotations / jitter on the training split 训练增强")
     num_workers: int | str = knob("auto", "DataLoader workers; 'auto' picks a safe value 数据加载进程数",
                                   expects="an integer >= 0 or 'auto'")
+    dataset_options: dict[str, Any] = knob(help="extra keyword arguments of the dataset class, as JSON, e.g. "
+                                                "'{\"n_val\": 3, \"n_holdout\": 3}' for ISBI-2012's 24/3/3 split "
+                                                "数据集类的额外参数", default_factory=dict)
     # --- model 模型 ---
     in_channels: int | None = knob(None, "input channels; none -> from the dataset 输入通道数")
     n_classes: int | None = knob(None, "classes; none -> from the dataset's mask values 类别数")
@@ -165,6 +168,11 @@ class TrainConfig:
     progress: str = knob("auto", "progress display 进度显示", PROGRESS_MODES)
     max_steps: int | None = knob(None, "stop each epoch after this many steps (smoke tests) 每轮最多步数")
     sync_batchnorm: bool = knob(False, "DDP only: synchronised batch norm 同步批归一化")
+    predict_tta: bool = knob(False, "how to predict with this checkpoint: average the four flips (4x the compute) "
+                                    "预测时是否使用翻转 TTA")
+    predict_tile: int | None = knob(None, "how to predict with this checkpoint: sliding-window tile in pixels; none "
+                                          "-> the whole image in one pass (tiles only above the memory cap) "
+                                          "预测切片大小，none 为整图")
     extras: dict[str, Any] = knob(help="recipe-specific values, stored with the run 配方专用取值",
                                   default_factory=dict)
 
@@ -209,6 +217,8 @@ class TrainConfig:
             raise ConfigError(f"crop_size must be >= 8 pixels (or None), got {self.crop_size!r}.")
         if not (0.0 < self.threshold < 1.0):
             raise ConfigError(f"threshold must be in (0, 1), got {self.threshold!r}.")
+        if self.predict_tile is not None and self.predict_tile < 8:
+            raise ConfigError(f"predict_tile must be >= 8 pixels (or None for the whole image), got {self.predict_tile!r}.")
         if self.num_workers != "auto" and (isinstance(self.num_workers, str) or self.num_workers < 0):
             raise ConfigError(f"num_workers must be 'auto' or an integer >= 0, got {self.num_workers!r}.")
 

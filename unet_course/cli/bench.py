@@ -5,6 +5,12 @@ Example::
 
     unet-course bench --output runs/bench_cpu.json
     unet-course bench --device cuda --modes fp32,fp16+cl --image-size 512
+    unet-course bench --base-channels 32 --depth 4 --image-size 128 --batch-size 8 --predict --levers
+
+``--predict`` adds seconds per image of whole-image and tiled prediction (with and without flip TTA) at DRIVE's
+584 x 565; ``--levers`` adds the engine's overhead over the model alone (``engine_vs_model_alone``) and the gain
+of each speed lever. Every field of the JSON is described in :mod:`unet_course.bench`.
+--predict 增加整图与切片预测的每图秒数；--levers 增加训练引擎开销与各提速手段；字段说明见 unet_course.bench
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import argparse
 import json
 import sys
 
-from ..bench import run_benchmark
+from ..bench import DRIVE_SIZE, LEVERS, run_benchmark
 from ..files import ensure_writable_file, write_json
 from .options import DEVICE_HELP, positive_int
 
@@ -39,6 +45,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", metavar="FILE", default=None, help="also write the JSON report to FILE")
     parser.add_argument("--no-train", dest="train", action="store_false", help="skip the training phase")
     parser.add_argument("--no-infer", dest="infer", action="store_false", help="skip the inference phase")
+    parser.add_argument("--no-modes", dest="run_modes", action="store_false",
+                        help="skip the per-mode section (run only --predict / --levers)")
+    parser.add_argument("--predict", action="store_true",
+                        help="also time prediction per image: whole image / tiles, with and without flip TTA")
+    parser.add_argument("--predict-size", type=positive_int, nargs=2, default=list(DRIVE_SIZE), metavar=("H", "W"),
+                        help=f"image size of --predict (default {DRIVE_SIZE[0]} {DRIVE_SIZE[1]}, DRIVE)")
+    parser.add_argument("--predict-tile", type=positive_int, default=256, help="tile side of --predict (default 256)")
+    parser.add_argument("--levers", nargs="?", const="all", default=None, metavar="NAMES",
+                        help="also time the training engine against the model alone and each speed lever; "
+                             f"optionally a comma-separated subset of: {', '.join(LEVERS)}")
     parser.set_defaults(func=run_cli)
 
 
@@ -51,10 +67,17 @@ def run_cli(args: argparse.Namespace) -> int:
     """
     output = ensure_writable_file(args.output, "--output") if args.output else None
     modes = args.modes.split(",") if args.modes else None
+    run_modes = getattr(args, "run_modes", True)
+    levers = getattr(args, "levers", None)
+    lever_names = None if levers in (None, "all") else [n.strip() for n in levers.split(",") if n.strip()]
     report = run_benchmark(base_channels=args.base_channels, depth=args.depth, image_size=args.image_size,
                            batch_size=args.batch_size, steps=args.steps, warmup=args.warmup, modes=modes,
-                           device=args.device, train=args.train, infer=args.infer, bilinear=args.bilinear,
-                           threads=args.threads, verbose=not args.quiet)
+                           device=args.device, train=args.train and run_modes, infer=args.infer and run_modes,
+                           bilinear=args.bilinear, threads=args.threads, verbose=not args.quiet,
+                           predict=getattr(args, "predict", False),
+                           predict_size=tuple(getattr(args, "predict_size", DRIVE_SIZE)),
+                           predict_tile=getattr(args, "predict_tile", 256), levers=levers is not None,
+                           lever_names=lever_names)
     if output is not None:
         write_json(output, report, what="bench report")
     sys.stdout.write(json.dumps(report, indent=2) + "\n")

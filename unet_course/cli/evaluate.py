@@ -7,6 +7,11 @@ The metrics table goes to stderr and the JSON result to stdout, or to ``-o/--out
 Example::
 
     unet-course evaluate runs/train/best.pt --split val --tile 256 --tta -o metrics.json
+    unet-course evaluate runs/isbi2012/best.pt --split holdout    # 24/3/3 split stored in the checkpoint
+
+Tile and TTA default to the checkpoint's ``predict_tile`` / ``predict_tta``. On a data set that declares
+``instance_metrics`` (ISBI-2012) the table and the JSON add the challenge's adapted Rand error and variation of
+information (:func:`unet_course.metrics.instance_scores`). 切片与 TTA 默认取自检查点；ISBI-2012 额外报告挑战赛指标
 """
 
 from __future__ import annotations
@@ -23,14 +28,14 @@ from ..config import SPLITS
 from ..data import build_dataset
 from ..env import pick_device
 from ..files import ensure_writable_file, to_plain, write_json
-from ..inference import evaluate_dataset
+from ..inference import INSTANCE_KEYS, evaluate_dataset
 from .options import (
     add_data_root_argument,
     add_inference_arguments,
     apply_data_root,
-    inference_options,
     positive_int,
 )
+from .predict import add_prediction_default_arguments, prediction_options
 
 HELP = "score a checkpoint on a dataset split (metrics table + JSON)"
 
@@ -46,8 +51,27 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="val", choices=SPLITS, help="which split (default val)")
     parser.add_argument("--max-images", type=positive_int, default=None, help="score only the first N (>= 1) images")
     parser.add_argument("-o", "--output", metavar="FILE", help="write the JSON here instead of stdout")
+    parser.add_argument("--dataset-options", type=json_object, default=None, metavar="JSON",
+                        help="keyword arguments of the dataset class (default: the checkpoint's dataset_options), "
+                             "e.g. '{\"n_val\": 3, \"n_holdout\": 3}' with --split holdout 数据集类的额外参数")
     add_inference_arguments(parser)
+    add_prediction_default_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """``--dataset-options``: a JSON object. JSON 对象
+
+    >>> json_object('{"n_val": 3}')
+    {'n_val': 3}
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object such as '{\"n_val\": 3, \"n_holdout\": 3}'")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,14 +81,16 @@ def run(args: argparse.Namespace) -> int:
         0. Errors are :class:`~unet_course.errors.UNetCourseError` subclasses, printed by the CLI.
     """
     output = ensure_writable_file(args.output, "-o/--output") if args.output else None   # 评分前先检查
-    options = inference_options(args)
+    options = prediction_options(args)                             # 未给出的参数使用检查点的设置
     apply_data_root(args)
     device = pick_device(args.device)
     model, meta = load_model(args.checkpoint, device=device)
     train_cfg = dict(meta.get("train_config") or {})
     name = args.dataset or train_cfg.get("dataset") or "synthetic"
     data_dir = args.data_dir if args.data_dir is not None else train_cfg.get("data_dir")
-    dataset = build_dataset(name, root=data_dir, split=args.split, **dataset_kwargs(name, args.split, train_cfg))
+    kwargs = dataset_kwargs(name, args.split, train_cfg, args.dataset is None or args.dataset == train_cfg.get("dataset"))
+    kwargs.update(args.dataset_options or {})                       # --dataset-options 覆盖检查点的设置
+    dataset = build_dataset(name, root=data_dir, split=args.split, **kwargs)
     indices = None if args.max_images is None else list(range(min(len(dataset), args.max_images)))
     result = evaluate_dataset(model, meta, dataset, device=device, indices=indices, **options)
     result = {"checkpoint": str(args.checkpoint), "dataset": name, "split": args.split, **result}
@@ -79,9 +105,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def dataset_kwargs(name: str, split: str, train_cfg: dict[str, Any]) -> dict[str, Any]:
+def dataset_kwargs(name: str, split: str, train_cfg: dict[str, Any], same_dataset: bool = True) -> dict[str, Any]:
     """Arguments of ``build_dataset`` taken from the checkpoint's ``train_config`` (same split, same sizes).
     从检查点的 train_config 中取出 build_dataset 需要的参数（保证划分与尺寸一致）
+
+    The checkpoint's ``dataset_options`` (e.g. ISBI-2012's ``n_val``/``n_holdout``) are included when the data
+    set is the one it was trained on (``same_dataset``). 在同一数据集上评估时带上训练时的 dataset_options
+
+    >>> dataset_kwargs("isbi2012", "holdout", {"seed": 0, "val_fraction": 0.2, "dataset_options": {"n_holdout": 3}})
+    {'seed': 0, 'val_fraction': 0.2, 'n_holdout': 3}
     """
     wanted: dict[str, Any] = {"seed": train_cfg.get("seed"), "in_channels": train_cfg.get("in_channels")}
     if name.replace("_", "-").lower().startswith("synthetic"):
@@ -89,6 +121,8 @@ def dataset_kwargs(name: str, split: str, train_cfg: dict[str, Any]) -> dict[str
         wanted["n_samples"] = train_cfg.get("train_samples" if split == "train" else "val_samples")
     else:
         wanted["val_fraction"] = train_cfg.get("val_fraction")
+    if same_dataset:
+        wanted.update(train_cfg.get("dataset_options") or {})      # 与训练时相同的划分
     return {k: v for k, v in wanted.items() if v is not None}
 
 
@@ -103,10 +137,11 @@ def metrics_table(metrics: dict[str, Any], class_names: Sequence[str] | None) ->
     fg                    0.2500
     """
     lines = []
-    for key in ("dice", "mean_dice", "mean_iou", "pixel_accuracy", "pixel_error", "auc"):
-        value = metrics.get(key)
-        if isinstance(value, (int, float)):
-            lines.append(f"{key:<16}{value:>10.4f}")
+    keys = [k for k in ("dice", "mean_dice", "mean_iou", "pixel_accuracy", "pixel_error", "auc", *INSTANCE_KEYS)
+            if isinstance(metrics.get(k), (int, float))]
+    width = max([16] + [len(k) + 2 for k in keys])                  # 长名称（如 variation_of_information）也对齐
+    for key in keys:
+        lines.append(f"{key:<{width}}{metrics[key]:>10.4f}")
     per_class = [k for k in ("dice_per_class", "iou", "precision", "recall") if isinstance(metrics.get(k), list)]
     if per_class:
         k = len(metrics[per_class[0]])

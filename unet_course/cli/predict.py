@@ -17,7 +17,12 @@ predict 不会覆盖输入文件或自己的其他输出：开始前就拒绝与
 Example::
 
     unet-course predict -m runs/drive/best.pt --input-dir DRIVE/test/images -o runs/drive/test_masks \\
-        --tile 256 --tta --fov-dir DRIVE/test/mask
+        --fov-dir DRIVE/test/mask
+
+How to predict comes from the checkpoint (``TrainConfig.predict_tile`` / ``predict_tta``: by default the whole
+image in one pass, no TTA); ``--tile N`` / ``--whole-image`` and ``--tta`` / ``--no-tta`` override it. A whole
+image whose estimated memory exceeds ``--max-memory-mb`` is tiled automatically, with one warning.
+预测方式默认取自检查点（整图、不用 TTA），--tile/--whole-image 与 --tta/--no-tta 可覆盖；超过内存上限时自动切片
 """
 
 from __future__ import annotations
@@ -37,9 +42,9 @@ from PIL import Image
 from ..checkpoint import load_model
 from ..data.io import IMAGE_EXTENSIONS, TIFF_EXTENSIONS, read_image, read_stack
 from ..env import default_out_dir, pick_device
-from ..errors import CheckpointError, DataError, OutputError
+from ..errors import CheckpointError, ConfigError, DataError, OutputError
 from ..files import ensure_writable_dir, write_with
-from ..inference import apply_fov, find_fov_mask, predict_image, settings_from_meta
+from ..inference import DEFAULT_MEMORY_CAP_MB, apply_fov, find_fov_mask, predict_image, settings_from_meta
 from ..viz import overlay
 from .options import add_inference_arguments, inference_options
 
@@ -69,8 +74,55 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--save-probs", action="store_true",
                         help="also write <name>_prob.npy (float16, K x H x W) 概率")
     add_inference_arguments(parser)
+    add_prediction_default_arguments(parser)
     parser.set_defaults(func=run_cli)
     return parser
+
+
+def add_prediction_default_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--no-tta``, ``--whole-image`` and ``--max-memory-mb``: override how the checkpoint says to predict.
+    覆盖检查点记录的预测方式
+
+    Without ``--tile`` / ``--tta`` the checkpoint's ``predict_tile`` / ``predict_tta`` apply (see
+    :func:`unet_course.inference.settings_from_meta`), so ``--tta`` reads "not given" as None here.
+    未给出 --tile / --tta 时使用检查点中的设置
+    """
+    parser.set_defaults(tta=None)                                  # None：使用检查点的 predict_tta
+    group = parser.add_argument_group("prediction defaults 预测方式（默认取自检查点）")
+    group.add_argument("--no-tta", dest="tta", action="store_false",
+                       help="no flip TTA even if the checkpoint asks for it 不使用 TTA")
+    group.add_argument("--whole-image", action="store_true",
+                       help="one whole-image pass even if the checkpoint stores a tile size 整图推理")
+    group.add_argument("--max-memory-mb", type=float, default=DEFAULT_MEMORY_CAP_MB, metavar="MB",
+                       help=f"tile automatically when a whole-image pass would need more (default "
+                            f"{DEFAULT_MEMORY_CAP_MB:.0f}) 整图推理的内存上限")
+
+
+def prediction_options(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`~unet_course.cli.options.inference_options` without the flags that were not given, so the
+    checkpoint's ``tile`` / ``tta`` apply; ``--whole-image`` gives ``tile=0``. 未给出的参数不覆盖检查点的设置
+    """
+    options = inference_options(args)
+    if getattr(args, "whole_image", False):
+        if options.get("tile") is not None:
+            raise ConfigError("--tile and --whole-image contradict each other; give one of them.")
+        options["tile"] = 0                                        # 0：整图
+    for key in ("tile", "tta"):
+        if options.get(key) is None:
+            options.pop(key, None)                                 # 使用检查点的设置
+    options["max_memory_mb"] = getattr(args, "max_memory_mb", DEFAULT_MEMORY_CAP_MB)
+    return options
+
+
+def describe_settings(settings: dict[str, Any]) -> str:
+    """One line that says how the images are predicted. 一行说明预测方式
+
+    >>> describe_settings({"tile": None, "tta": True, "max_memory_mb": 2048.0})
+    'whole image (tiles above 2048 MiB), flip TTA'
+    """
+    tile = settings.get("tile")
+    how = f"{tile}x{tile} tiles" if tile else f"whole image (tiles above {settings.get('max_memory_mb', 0):.0f} MiB)"
+    return how + (", flip TTA" if settings.get("tta") else ", no TTA")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -213,7 +265,7 @@ def run_cli(args: argparse.Namespace) -> int:
             f"Checkpoint {str(checkpoint)!r} does not exist. Pass the best.pt/last.pt written by `unet-course train`."
         )
     inputs = collect_inputs(getattr(args, "input", None), getattr(args, "input_dir", None))
-    options = inference_options(args)                                      # 先检查 --scale 等参数
+    options = prediction_options(args)                                     # 先检查 --scale 等参数
     fov_dir = Path(args.fov_dir).expanduser() if getattr(args, "fov_dir", None) else None
     fov_paths = {path: find_fov_mask(fov_dir, path) for path in inputs} if fov_dir else {}   # 先全部检查再预测
     out_dir = Path(args.output).expanduser() if args.output else default_out_dir("predict")
@@ -222,7 +274,9 @@ def run_cli(args: argparse.Namespace) -> int:
     out_dir = ensure_writable_dir(out_dir, OUTPUT_FLAG)
     device = pick_device(args.device)
     model, meta = load_model(checkpoint, device=device)
-    settings = {**settings_from_meta(meta), **options}
+    settings = {**settings_from_meta(meta), **options}                      # 检查点的设置，参数覆盖
+    settings["tile"] = settings["tile"] or None
+    print(f"predicting {len(jobs)} input(s): {describe_settings(settings)}")
 
     def predict(image: np.ndarray, label: str) -> Any:
         # the checkpoint is part of the name, so a channel mismatch names both files 通道不符时消息同时写出两个文件

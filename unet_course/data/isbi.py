@@ -78,6 +78,11 @@ class ISBI2012Dataset(SegmentationDataset):
         ConfigError: unknown or empty split.
     """
 
+    #: Score the challenge's cell segmentation too (adapted Rand error, variation of information); class 1
+    #: (membrane) is the boundary between cells. 同时计算挑战赛的细胞分割指标；类别 1（膜）是细胞边界
+    instance_metrics = True
+    boundary_class = 1
+
     def __init__(self, root: str | Path | None = None, split: str = "train", val_fraction: float | None = None,
                  n_val: int | None = None, n_holdout: int = 0, seed: int = 0, in_channels: int | None = None,
                  train: bool | None = None, augment: bool = True, crop_size: int | None = None,

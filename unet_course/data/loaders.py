@@ -41,8 +41,8 @@ from .folder import CarvanaDataset, FolderPairs
 from .isbi import ISBI2012Dataset
 from .synthetic import SyntheticSegmentation
 
-__all__ = ["DATASETS", "DataInfo", "build_dataset", "build_loaders", "resolve_num_workers", "split_indices",
-           "collate_segmentation", "SegmentationLoader", "worker_free_message"]
+__all__ = ["DATASETS", "DataInfo", "build_dataset", "build_loaders", "dataset_options", "resolve_num_workers",
+           "split_indices", "collate_segmentation", "SegmentationLoader", "worker_free_message"]
 
 
 def _synthetic(root=None, split: str = "train", **kw) -> SyntheticSegmentation:
@@ -151,6 +151,39 @@ def build_dataset(name: str, root=None, split: str = "train", **kw) -> Segmentat
             f"Dataset {key!r} does not take {', '.join(unknown)}; it accepts: {', '.join(sorted(_accepted(key)))}."
         )
     return DATASETS[key](root=root, split=split, **kw)
+
+
+#: Arguments that :func:`build_loaders` sets itself from other TrainConfig fields. build_loaders 自行设置的参数
+RESERVED_OPTIONS = {"root": "data_dir", "split": None, "augment": "augment", "crop_size": "crop_size",
+                    "n_samples": "train_samples / val_samples", "image_size": "image_size"}
+
+
+def dataset_options(name: str, options: dict | None) -> dict:
+    """``TrainConfig.dataset_options`` checked against what the data set ``name`` accepts.
+    检查 dataset_options 是否为该数据集接受的参数
+
+    Raises:
+        ConfigError: not a dict, a key the data set does not take (the message lists what it accepts), or a key
+            that has its own TrainConfig field.
+
+    >>> dataset_options("isbi2012", {"n_val": 3, "n_holdout": 3})
+    {'n_val': 3, 'n_holdout': 3}
+    """
+    key = _normalise_name(name)
+    if not options:
+        return {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"dataset_options must be a dict (JSON object), got {type(options).__name__}.")
+    taken = sorted(k for k in options if k in RESERVED_OPTIONS)
+    if taken:
+        fields = ", ".join(f"{k} -> {RESERVED_OPTIONS[k] or 'chosen per loader'}" for k in taken)
+        raise ConfigError(f"dataset_options may not set {', '.join(taken)}: the loaders set them ({fields}).")
+    unknown = sorted(set(options) - _accepted(key))
+    if unknown:
+        accepted = sorted(_accepted(key) - set(RESERVED_OPTIONS))
+        raise ConfigError(f"dataset_options {', '.join(unknown)} are not arguments of dataset {key!r}; it accepts: "
+                          f"{', '.join(accepted)}.")
+    return dict(options)
 
 
 @dataclass
@@ -313,6 +346,7 @@ def _train_and_val_datasets(cfg, key: str) -> tuple[SegmentationDataset, Segment
     common = dict(seed=cfg.seed, scale=cfg.scale, ignore_index=cfg.ignore_index)
     if cfg.in_channels is not None:
         common["in_channels"] = cfg.in_channels
+    common.update(dataset_options(key, getattr(cfg, "dataset_options", None)))   # 如 ISBI-2012 的 n_val / n_holdout
     if key.startswith("synthetic"):
         train_ds = build_dataset(key, split="train", n_samples=cfg.train_samples, image_size=cfg.image_size,
                                  augment=cfg.augment, crop_size=cfg.crop_size, **common)
@@ -346,6 +380,8 @@ def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLo
     fresh permutations, which suits random crops of a few large images. ``drop_last`` is on only when an epoch is
     larger than a batch. The validation loader never augments; it uses ``batch_size`` (or 1 when image sizes
     differ). With ``val_fraction=0`` on real data every labelled image trains and the validation loader is None.
+    ``dataset_options`` (:func:`dataset_options`) reach the data set, e.g. ISBI-2012's 24/3/3 split
+    ``{"n_val": 3, "n_holdout": 3}``.
     训练加载器使用自带的 torch.Generator 打乱顺序，调用方可在每轮重新设置种子；验证加载器不做增强
 
     Args:

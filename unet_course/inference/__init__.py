@@ -5,6 +5,7 @@
 - :mod:`.predict`: ``Prediction``, ``predict_image``, ``predict_with_meta``, ``predict_probs``, ``settings_from_meta``
 - :mod:`.scoring`: ``score_prediction``, ``evaluate_dataset``, ``compare_resize_vs_sliding``, ``masked_target``
 - :mod:`.fov`: ``find_fov_mask``, ``apply_fov``
+- :mod:`.memory`: ``estimate_forward_mb``, ``DEFAULT_MEMORY_CAP_MB`` (when a whole image is tiled automatically)
 
 The decision rule (probabilities -> labels) lives in :mod:`unet_course.metrics`, the AMP policy in
 :mod:`unet_course.precision`, image reading and channel matching in :mod:`unet_course.data.io`.
@@ -14,6 +15,7 @@ The decision rule (probabilities -> labels) lives in :mod:`unet_course.metrics`,
 from __future__ import annotations
 
 from .fov import apply_fov, find_fov_mask
+from .memory import DEFAULT_MEMORY_CAP_MB, estimate_forward_mb
 from .predict import (
     TTA_FLIPS,
     Prediction,
@@ -23,16 +25,25 @@ from .predict import (
     predict_with_meta,
     settings_from_meta,
 )
-from .scoring import compare_resize_vs_sliding, evaluate_dataset, masked_target, score_prediction
+from .scoring import (
+    INSTANCE_KEYS,
+    compare_resize_vs_sliding,
+    evaluate_dataset,
+    masked_target,
+    score_prediction,
+)
 from .tiling import BLEND_MODES, blend_weights, sliding_window_inference, tile_starts
 
 __all__ = [
     "BLEND_MODES",
+    "DEFAULT_MEMORY_CAP_MB",
+    "INSTANCE_KEYS",
     "TTA_FLIPS",
     "Prediction",
     "apply_fov",
     "blend_weights",
     "compare_resize_vs_sliding",
+    "estimate_forward_mb",
     "evaluate_dataset",
     "find_fov_mask",
     "load_image",

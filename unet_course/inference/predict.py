@@ -27,14 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import check_scale
+from ..config import TrainConfig, check_scale
 from ..data.enhance import enhance_image
 from ..data.io import match_channels, read_image
 from ..data.masks import indices_to_values
 from ..data.transforms import preprocess_image
 from ..errors import CheckpointError, DataError
 from ..metrics import logits_to_probs, probs_to_labels
-from ..precision import AmpPolicy, as_policy, autocast
+from ..precision import AmpPolicy, as_policy, autocast, prefer_channels_last
+from .memory import DEFAULT_MEMORY_CAP_MB, auto_tile, plan_whole_image, say_once
 from .tiling import model_device, sliding_window_inference
 
 #: Flip sets of TTA: the dims of a ``(B, K, H, W)`` tensor to flip; ``()`` is the identity. TTA 的翻转维度
@@ -129,6 +130,51 @@ def _labels_to_mask(labels: np.ndarray, mask_values: Sequence[int] | None) -> np
     return mask
 
 
+def _logits(model: nn.Module, x: torch.Tensor, device: torch.device, policy: AmpPolicy) -> torch.Tensor:
+    """One whole-image forward: ``(N, C, h, w)`` -> float32 ``(N, K, h, w)`` logits on the CPU. 一次整图前向
+
+    The input goes NHWC where that is the faster format (:func:`~unet_course.precision.prefer_channels_last`:
+    bf16 on CPU, CUDA); a channels-last input is enough, the convolutions then run NHWC.
+    在 NHWC 更快的设备与精度上把输入转为 channels_last，卷积随之以 NHWC 运行
+    """
+    x = x.to(device)
+    if prefer_channels_last(device, policy):
+        x = x.contiguous(memory_format=torch.channels_last)          # (N, C, h, w)，NHWC 内存布局
+    with autocast(policy):
+        return model(x).float().cpu()                                 # (N, K, h, w)
+
+
+def _flip_batch_probs(model: nn.Module, x: torch.Tensor, flips: Sequence[tuple[int, ...]], mode: str,
+                      device: torch.device, policy: AmpPolicy) -> torch.Tensor:
+    """Flip TTA in one forward pass: the flipped copies are stacked into one batch. 把各翻转拼成一个批量，一次前向"""
+    b = x.shape[0]
+    batch = torch.cat([x.flip(dims) if dims else x for dims in flips])   # (F*B, C, h, w) 各翻转拼成一个批量
+    probs = logits_to_probs(_logits(model, batch, device, policy), mode)  # (F*B, K, h, w)
+    total = torch.zeros_like(probs[:b])
+    for i, dims in enumerate(flips):
+        p = probs[i * b:(i + 1) * b]                                  # (B, K, h, w) 第 i 个翻转
+        total += p.flip(dims) if dims else p                          # 反翻转回原方向再累加
+    return total / len(flips)                                         # 各翻转的平均概率
+
+
+def _auto_tile(model: nn.Module, x: torch.Tensor, n_flips: int, tile_batch: int, policy: AmpPolicy,
+               max_memory_mb: float | None) -> tuple[bool, int | None]:
+    """``(flip_batch, tile)`` for a whole-image request: tiles only when one pass would exceed the memory cap.
+    整图请求的执行方式：只有超过内存上限时才改为切片
+    """
+    value_bytes = 2 if policy.enabled else 4                          # 16 位 autocast 时每个激活 2 字节
+    height, width = int(x.shape[-2]), int(x.shape[-1])
+    plan = plan_whole_image(model, int(x.shape[0]), height, width, n_flips, value_bytes, max_memory_mb)
+    if not plan["tiles"]:
+        return plan["flip_batch"], None
+    assert max_memory_mb is not None
+    tile = min(auto_tile(model, tile_batch, value_bytes, max_memory_mb), max(height, width))
+    say_once("auto-tile", f"A whole {width}x{height} image needs about {plan['estimate_mb']:.0f} MiB for one forward "
+                          f"pass, more than the {max_memory_mb:.0f} MiB cap; predicting in {tile}x{tile} tiles instead "
+                          "(choose with tile=/--tile, or raise max_memory_mb=/--max-memory-mb). 图像过大，自动改为切片推理")
+    return False, tile
+
+
 @torch.no_grad()
 def predict_probs(
     model: nn.Module,
@@ -142,15 +188,23 @@ def predict_probs(
     tta: bool = False,
     device: str | torch.device | None = None,
     amp: str | AmpPolicy | None = "auto",
+    max_memory_mb: float | None = DEFAULT_MEMORY_CAP_MB,
 ) -> torch.Tensor:
     """Class probabilities for a preprocessed batch, whole image or tiled, optionally with flip TTA.
     对已预处理的批量计算类别概率（整图或切片，可选翻转 TTA）
 
+    Whole image (``tile=None``): with TTA the four flipped copies go through the network as one batch of ``4B``
+    when the estimate of :func:`~unet_course.inference.memory.estimate_forward_mb` fits ``max_memory_mb``, one
+    flip at a time when only one fits, and in tiles (said once, with a warning) when not even one fits.
+    整图时：TTA 的四个翻转在内存允许时拼成一个批量一次前向；只放得下一个时逐个前向；一个都放不下时自动切片并提示一次
+
     Args:
         model: the network (the caller sets eval mode). 网络
         x: ``(B, C, h, w)`` preprocessed images. 已预处理的图像
-        mode, tile, overlap, tile_batch, blend, device, amp: as in :func:`predict_image`.
+        mode, tile, overlap, tile_batch, blend, device, amp: as in :func:`predict_image` (``tile`` 0 or None: the
+            whole image).
         tta: average over the four flips (identity, horizontal, vertical, both). 四种翻转取平均
+        max_memory_mb: cap on the estimated memory of a whole-image pass; None: no cap. 整图推理的内存上限
 
     Returns:
         float32 ``(B, K, h, w)`` probabilities on the CPU, ``K >= 2``.
@@ -158,12 +212,16 @@ def predict_probs(
     device = torch.device(device) if device is not None else model_device(model)
     policy = as_policy(amp, device)                                   # "auto" 与训练时含义相同
     flips = TTA_FLIPS if tta else TTA_FLIPS[:1]
+    tile = tile or None                                               # 0 与 None 都表示整图
+    if tile is None:
+        flip_batch, tile = _auto_tile(model, x, len(flips), tile_batch, policy, max_memory_mb)
+        if flip_batch:
+            return _flip_batch_probs(model, x, flips, mode, device, policy)
     total: torch.Tensor | None = None
     for dims in flips:
         xi = x.flip(dims) if dims else x                              # 翻转输入
         if tile is None:
-            with autocast(policy):
-                logits = model(xi.to(device)).float().cpu()           # (B, K, h, w) 整图一次前向
+            logits = _logits(model, xi, device, policy)               # (B, K, h, w) 整图一次前向
         else:
             logits = sliding_window_inference(model, xi, tile, overlap, tile_batch, blend, device, policy)
         p = logits_to_probs(logits, mode)                             # (B, K, h, w)
@@ -222,6 +280,7 @@ def predict_image(
     resize_back: bool = True,
     name: str | None = None,
     enhance: str = "none",
+    max_memory_mb: float | None = DEFAULT_MEMORY_CAP_MB,
 ) -> Prediction:
     """Predict one raw image with the training preprocessing, at the image's own size.
     用训练时的预处理预测一张原始图像，输出与输入同尺寸
@@ -248,6 +307,7 @@ def predict_image(
             which shows why the step is needed when ``scale != 1``. 是否插值回原尺寸
         name: how to call the image in error messages. 错误消息中的图像名称
         enhance: the training's contrast enhancement (``meta["preprocess"]["enhance"]``). 对比度增强
+        max_memory_mb: estimated MiB above which a whole image is tiled (:mod:`.memory`); None: never. 内存上限
 
     Returns:
         :class:`Prediction` with ``probs`` ``(K, H, W)``, ``labels`` ``(H, W)``, ``mask`` ``(H, W)``.
@@ -267,7 +327,8 @@ def predict_image(
     height, width = img.shape[:2]
     x = torch.as_tensor(preprocess_image(img, mean, std, check_scale(scale)), dtype=torch.float32)
     x = x[None] if x.ndim == 3 else x                                 # (1, C, h, w)
-    options = dict(mode=mode, tile=tile, overlap=overlap, tile_batch=tile_batch, blend=blend, tta=tta, amp=amp)
+    options = dict(mode=mode, tile=tile, overlap=overlap, tile_batch=tile_batch, blend=blend, tta=tta, amp=amp,
+                   max_memory_mb=max_memory_mb)
     probs = _forward(model, x, device, options)                       # (1, K, h, w)
     model_size = (int(x.shape[-2]), int(x.shape[-1]))
     if resize_back and model_size != (height, width):
@@ -280,18 +341,37 @@ def predict_image(
                       model_size=model_size, threshold=float(threshold) if probs_np.shape[-3] == 2 else None, mode=mode)
 
 
+def _predict_defaults(meta: dict[str, Any]) -> dict[str, Any]:
+    """How the checkpoint says to predict: ``{"tile", "tta"}`` from ``preprocess`` or ``train_config``.
+    检查点记录的预测方式：切片大小与是否使用 TTA
+
+    New checkpoints store ``predict_tile`` / ``predict_tta`` in ``train_config`` (the whole
+    :class:`~unet_course.config.TrainConfig`); older ones lack them and get the TrainConfig defaults.
+    新检查点在 train_config 中保存这两个字段；旧检查点没有时使用 TrainConfig 的默认值
+    """
+    pre = meta.get("preprocess") or {}
+    train_cfg = meta.get("train_config") or {}
+    fields = TrainConfig.__dataclass_fields__
+    tile = pre.get("predict_tile", train_cfg.get("predict_tile", fields["predict_tile"].default))
+    tta = pre.get("predict_tta", train_cfg.get("predict_tta", fields["predict_tta"].default))
+    return {"tile": None if tile is None else int(tile), "tta": bool(tta)}
+
+
 def settings_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments of :func:`predict_image` stored in a checkpoint's ``meta``.
     从检查点 meta 中取出 predict_image 需要的参数
 
     Returns:
-        ``{"mean", "std", "scale", "mode", "threshold", "mask_values", "enhance"}``.
+        ``{"mean", "std", "scale", "mode", "threshold", "mask_values", "enhance", "tile", "tta"}``; ``tile`` and
+        ``tta`` are the checkpoint's prediction defaults (``TrainConfig.predict_tile`` / ``predict_tta``; a
+        checkpoint without them: whole image, no TTA). 最后两项是检查点记录的预测方式
 
     Raises:
         CheckpointError: ``normalization`` or ``mask_values`` is missing.
 
-    >>> settings_from_meta({"normalization": {"mean": [0.5], "std": [0.2]}, "mask_values": [0, 255]})["mode"]
-    'multiclass'
+    >>> settings = settings_from_meta({"normalization": {"mean": [0.5], "std": [0.2]}, "mask_values": [0, 255]})
+    >>> settings["mode"], settings["tile"], settings["tta"]
+    ('multiclass', None, False)
     """
     norm = meta.get("normalization") or {}
     if "mean" not in norm or "std" not in norm:
@@ -308,6 +388,7 @@ def settings_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
         "threshold": 0.5 if threshold is None else float(threshold),
         "mask_values": list(meta["mask_values"]),
         "enhance": pre.get("enhance") or "none",
+        **_predict_defaults(meta),
     }
 
 

@@ -21,7 +21,8 @@ from torch import nn
 from ..data.masks import values_to_indices
 from ..errors import CheckpointError, ConfigError, DataError
 from ..files import to_plain
-from ..metrics import ConfusionMatrix, roc_auc
+from ..metrics import ConfusionMatrix, instance_scores, roc_auc
+from .memory import DEFAULT_MEMORY_CAP_MB
 from .predict import predict_image, settings_from_meta
 
 
@@ -107,9 +108,14 @@ def _check_dataset_classes(meta: dict[str, Any], dataset: Any) -> None:
         )
 
 
+#: The ISBI-2012 segmentation scores averaged over images. 按图平均的 ISBI-2012 分割指标
+INSTANCE_KEYS = ("adapted_rand_error", "rand_precision", "rand_recall", "vi_split", "vi_merge",
+                 "variation_of_information")
+
+
 def _headline(scores: dict[str, Any]) -> dict[str, float]:
     """The scalar metrics worth printing on one line. 适合单行打印的标量指标"""
-    keys = ("dice", "pixel_error", "auc")
+    keys = ("dice", "pixel_error", "auc", "adapted_rand_error", "variation_of_information")
     return {k: float(scores[k]) for k in keys if k in scores and isinstance(scores[k], (int, float))}
 
 
@@ -132,7 +138,7 @@ def evaluate_dataset(
     *,
     tile: int | Sequence[int] | None = None,
     overlap: float = 0.25,
-    tta: bool = False,
+    tta: bool | None = None,
     threshold: float | None = None,
     device: str | torch.device | None = None,
     scale: float | None = None,
@@ -141,6 +147,7 @@ def evaluate_dataset(
     amp: Any = "auto",
     indices: Sequence[int] | None = None,
     progress: Callable[[str], None] | None = None,
+    max_memory_mb: float | None = DEFAULT_MEMORY_CAP_MB,
 ) -> dict[str, Any]:
     """Score a labelled split at native resolution, with optional tiling and flip TTA.
     在原始分辨率上对有标签的数据划分评分（可选滑动窗口与翻转 TTA）
@@ -153,12 +160,19 @@ def evaluate_dataset(
         model: the network. 网络
         meta: the ``meta`` of :func:`unet_course.checkpoint.load_model`. 检查点元信息
         dataset: a dataset with ``raw(i)`` and ``names`` (``build_dataset(...)``). 数据集
-        tile, overlap, tile_batch, blend: sliding window; ``tile=None`` is one whole-image pass. 滑动窗口设置
-        tta: flip test-time augmentation. 翻转 TTA
+        tile, overlap, tile_batch, blend: sliding window; ``tile=None``: the checkpoint's ``predict_tile`` (whole
+            image unless it says otherwise), ``tile=0``: one whole-image pass. 滑动窗口设置；None 用检查点的设置，0 为整图
+        tta: flip test-time augmentation; None: the checkpoint's ``predict_tta``. 翻转 TTA；None 用检查点的设置
         threshold, scale: override the checkpoint's values (``None`` keeps them). 覆盖检查点中的阈值与缩放
         device, amp: where and how to run. 设备与混合精度
         indices: which samples (default: all). 参与评分的样本
         progress: called with one line per image (e.g. ``print``). 每张图调用一次的进度回调
+        max_memory_mb: memory cap of a whole-image pass (:mod:`unet_course.inference.memory`). 整图推理内存上限
+
+    A dataset with ``instance_metrics = True`` (ISBI-2012) also gets the challenge's segmentation scores per image
+    (:func:`unet_course.metrics.instance_scores`) and their mean over the images in ``metrics``
+    (``adapted_rand_error``, ``variation_of_information``, ``vi_split``, ``vi_merge``, ...).
+    数据集声明 instance_metrics = True 时（ISBI-2012），额外计算挑战赛的分割指标（逐图计算，再取平均）
 
     Returns:
         ``{"metrics": pooled confusion-matrix metrics (+ "auc": mean per-image AUC for two classes),
@@ -169,36 +183,56 @@ def evaluate_dataset(
         DataError: the split has no labels. CheckpointError: the dataset's mask values differ from the model's.
     """
     _check_dataset_classes(meta, dataset)
-    settings = settings_from_meta(meta)                               # 检查点的预处理与决策规则
-    settings.update({k: float(v) for k, v in (("scale", scale), ("threshold", threshold)) if v is not None})
+    settings = _settings(meta, scale=scale, threshold=threshold, tile=tile, tta=tta)
     n_classes = len(settings["mask_values"])
     ignore_index = int(getattr(dataset, "ignore_index", 255))
+    boundary = int(getattr(dataset, "boundary_class", 1)) if getattr(dataset, "instance_metrics", False) else None
     total = ConfusionMatrix(n_classes, ignore_index=ignore_index)     # 全部图像共用一个混淆矩阵
     names = list(getattr(dataset, "names", []) or [])
     chosen = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
     per_image: list[dict[str, Any]] = []
-    aucs: list[float] = []
     start = time.perf_counter()
     for i in chosen:
         name, image, mask_raw, valid = _sample(dataset, i, names)
-        pred = predict_image(model, image, tile=tile, overlap=overlap, tile_batch=tile_batch, blend=blend,
-                             tta=tta, device=device, amp=amp, name=name, **settings)
+        pred = predict_image(model, image, overlap=overlap, tile_batch=tile_batch, blend=blend, device=device,
+                             amp=amp, name=name, max_memory_mb=max_memory_mb, **settings)
         target = values_to_indices(mask_raw, settings["mask_values"], name)   # (H, W) 类别索引
         scores = score_prediction(pred.labels, target, valid, n_classes, probs=pred.probs,
                                   ignore_index=ignore_index)
         total.update(_as_long_tensor(pred.labels), masked_target(target, valid, ignore_index))
-        if "auc" in scores and math.isfinite(scores["auc"]):
-            aucs.append(scores["auc"])
+        if boundary is not None:                                      # 如 ISBI-2012 的细胞分割指标
+            scores.update(instance_scores(pred.labels, target, boundary, valid, ignore_index))
         per_image.append({"name": name, **to_plain(scores)})
         if progress is not None:
             progress(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in _headline(scores).items()))
-    metrics = to_plain(total.compute())
-    if n_classes == 2:
-        metrics["auc"] = float(np.mean(aucs)) if aucs else float("nan")
-    return {"metrics": metrics, "per_image": per_image, "n_images": len(per_image),
-            "settings": {"tile": tile, "overlap": overlap, "tta": tta, "blend": blend,
+    return {"metrics": _pooled(total, per_image, n_classes), "per_image": per_image, "n_images": len(per_image),
+            "settings": {"tile": settings["tile"], "overlap": overlap, "tta": settings["tta"], "blend": blend,
                          "scale": settings["scale"], "threshold": settings["threshold"]},
             "seconds": time.perf_counter() - start}
+
+
+def _settings(meta: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """The checkpoint's prediction settings with the non-None ``overrides``; ``tile=0`` means the whole image.
+    检查点的预测设置，非 None 的参数覆盖之；tile=0 表示整图
+    """
+    settings = settings_from_meta(meta)                               # 检查点的预处理、决策规则与预测方式
+    for key in ("scale", "threshold"):
+        if overrides.get(key) is not None:
+            settings[key] = float(overrides[key])
+    settings.update({k: overrides[k] for k in ("tile", "tta") if overrides.get(k) is not None})
+    settings["tile"] = settings["tile"] or None                       # 0 表示整图
+    return settings
+
+
+def _pooled(total: ConfusionMatrix, per_image: list[dict[str, Any]], n_classes: int) -> dict[str, Any]:
+    """Pooled confusion-matrix metrics, the mean per-image AUC and the mean instance scores. 汇总指标"""
+    metrics = to_plain(total.compute())
+    if n_classes == 2:
+        aucs = [s["auc"] for s in per_image if isinstance(s.get("auc"), float) and math.isfinite(s["auc"])]
+        metrics["auc"] = float(np.mean(aucs)) if aucs else float("nan")
+    for key in INSTANCE_KEYS if per_image and INSTANCE_KEYS[0] in per_image[0] else ():
+        metrics[key] = float(np.mean([s[key] for s in per_image]))    # 各图的平均
+    return metrics
 
 
 def compare_resize_vs_sliding(
@@ -243,7 +277,8 @@ def compare_resize_vs_sliding(
     height, width = dataset.raw(chosen[0])[0].shape[:2]
     base_scale = float((meta.get("preprocess") or {}).get("scale") or 1.0)
     resize_scale = min(1.0, train_size / max(height, width))         # 长边缩到训练尺寸
-    resize = evaluate_dataset(model, meta, dataset, indices=chosen, scale=resize_scale, tta=tta, device=device)
+    resize = evaluate_dataset(model, meta, dataset, indices=chosen, scale=resize_scale, tile=0, tta=tta,
+                              device=device)
     sliding = evaluate_dataset(model, meta, dataset, indices=chosen, scale=base_scale, tile=tile or train_size,
                                overlap=overlap, tta=tta, device=device, tile_batch=tile_batch)
     return {"resize": resize, "sliding": sliding, "train_size": int(train_size), "resize_scale": resize_scale}

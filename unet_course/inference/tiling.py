@@ -32,7 +32,7 @@ from torch import nn
 
 from ..config import BLEND_MODES
 from ..errors import ConfigError
-from ..precision import AmpPolicy, as_policy, autocast
+from ..precision import AmpPolicy, as_policy, autocast, prefer_channels_last
 
 
 def pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -210,6 +210,7 @@ def sliding_window_inference(
     th, tw = pair(tile, "tile")                                      # 切片的高和宽
     device = torch.device(device) if device is not None else model_device(model)
     policy = as_policy(amp, device)                                  # "auto" 的含义由 precision 统一决定
+    nhwc = prefer_channels_last(device, policy)                      # bf16 的 CPU 与 CUDA 上 NHWC 更快
     b, _, h, w = image.shape                                         # 原始尺寸，最后裁回
     x = _pad_to(image.detach().cpu().float(), th, tw)                # (B, C, Hp, Wp) 小于切片时镜像填充
     hp, wp = x.shape[-2:]
@@ -218,9 +219,11 @@ def sliding_window_inference(
     canvas: torch.Tensor | None = None                               # (B, K, Hp, Wp) 加权 logits 之和
     norm = torch.zeros(1, 1, hp, wp)                                 # (1, 1, Hp, Wp) 权重之和
     for group in _batched(positions, int(tile_batch)):
-        tiles = torch.cat([x[:, :, y:y + th, x0:x0 + tw] for y, x0 in group])   # (n*B, C, Th, Tw)
+        tiles = torch.cat([x[:, :, y:y + th, x0:x0 + tw] for y, x0 in group]).to(device, non_blocking=True)
+        if nhwc:
+            tiles = tiles.contiguous(memory_format=torch.channels_last)   # (n*B, C, Th, Tw) NHWC 布局
         with autocast(policy):
-            out = model(tiles.to(device, non_blocking=True))         # (n*B, K, Th, Tw) 只有切片上设备
+            out = model(tiles)                                       # (n*B, K, Th, Tw) 只有切片上设备
         out = out.float().cpu()                                      # 回到 CPU 上的 float32
         if out.shape[-2:] != (th, tw):
             raise ConfigError(

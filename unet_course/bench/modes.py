@@ -1,5 +1,5 @@
-"""``unet-course bench``: how fast does a U-Net train and predict here, and with how much memory?
-基准测试：在本机上 U-Net 训练与推理有多快、占用多少内存
+"""Bench modes: a precision plus flags, each trained and run by the package's own engine.
+基准测试的模式：精度加标志，每种模式都用包内的训练引擎训练与推理
 
 Each *mode* is a precision plus optional flags, joined with ``+``:
 每种模式由精度加可选标志组成，用 + 连接
@@ -32,7 +32,6 @@ compute): the forward pass, and forward + backward for a training step.
 from __future__ import annotations
 
 import math
-import platform
 import resource
 import statistics
 import sys
@@ -42,13 +41,12 @@ from typing import Any
 
 import torch
 
-from .config import TrainConfig
-from .env import cpu_info, pick_device
-from .errors import ConfigError
-from .losses import SegmentationLoss
-from .model import UNet, count_parameters
-from .precision import amp_policy, autocast, cpu_has_fast_bf16, make_scaler, prefer_channels_last
-from .training import build_optimizer, train_one_epoch
+from ..config import TrainConfig
+from ..errors import ConfigError
+from ..losses import SegmentationLoss
+from ..model import UNet
+from ..precision import amp_policy, autocast, make_scaler, prefer_channels_last
+from ..training import build_optimizer, train_one_epoch
 
 PRECISIONS = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}
 FLAGS = ("cl", "ckpt")
@@ -108,7 +106,7 @@ def _proc_status_kb(field: str) -> int | None:
     return None
 
 
-class _PeakMemory:
+class PeakMemory:
     """Peak memory of one phase (see the module docstring). 记录一个阶段的峰值内存"""
 
     def __init__(self, device: torch.device) -> None:
@@ -116,7 +114,7 @@ class _PeakMemory:
         self.method = ""
         self.start_kb = 0
 
-    def __enter__(self) -> _PeakMemory:
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -147,7 +145,7 @@ class _PeakMemory:
             self.delta_mb = max(0, peak - self.start_kb) / 1024
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elif device.type == "mps":
@@ -189,26 +187,26 @@ def count_flops(base_channels: int, depth: int, image_size: int, in_channels: in
 # the benchmark 基准测试
 
 
-def _time_phase(fn, warmup: int, steps: int, device: torch.device) -> list[float]:
+def time_phase(fn, warmup: int, steps: int, device: torch.device) -> list[float]:
     for _ in range(warmup):
         fn()
-    _sync(device)
+    sync(device)
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - t0)
     return times
 
 
-def _summary(times: list[float], batch_size: int) -> dict[str, Any]:
+def summary(times: list[float], batch_size: int) -> dict[str, Any]:
     median = statistics.median(times)
     return {"img_per_s": batch_size / median, "img_per_s_mean": batch_size * len(times) / sum(times),
             "seconds_per_step": median, "step_times_s": [round(t, 4) for t in times]}
 
 
-def _say(verbose: bool, text: str) -> None:
+def say(verbose: bool, text: str) -> None:
     if verbose:
         print(text, file=sys.stderr, flush=True)            # 进度写到 stderr，stdout 只输出 JSON
 
@@ -242,13 +240,13 @@ def _bench_mode(mode: str, device: torch.device, cfg: dict[str, Any], train: boo
                                   grad_clip=tcfg.grad_clip, channels_last=channels_last, progress="none")
             losses.append(out["loss"])
 
-        with _PeakMemory(device) as mem:
-            times = _time_phase(step, cfg["warmup"], cfg["steps"], device)
-        result["train"] = {**_summary(times, b), "peak_memory_mb": round(mem.delta_mb, 1),
+        with PeakMemory(device) as mem:
+            times = time_phase(step, cfg["warmup"], cfg["steps"], device)
+        result["train"] = {**summary(times, b), "peak_memory_mb": round(mem.delta_mb, 1),
                            "process_peak_mb": round(mem.peak_mb, 1), "memory_method": mem.method,
                            "optimizer": type(optimizer).__name__, "loss_last": losses[-1],
                            "loss_finite": math.isfinite(losses[-1])}
-        _say(verbose, f"[bench] {mode:>12} train {result['train']['img_per_s']:8.3f} img/s "
+        say(verbose, f"[bench] {mode:>12} train {result['train']['img_per_s']:8.3f} img/s "
                       f"(median step {result['train']['seconds_per_step']:.3f} s)")
         del optimizer, losses
 
@@ -259,94 +257,9 @@ def _bench_mode(mode: str, device: torch.device, cfg: dict[str, Any], train: boo
             with torch.inference_mode(), autocast(policy):
                 model(images)
 
-        with _PeakMemory(device) as mem:
-            times = _time_phase(forward, cfg["warmup"], cfg["steps"], device)
-        result["infer"] = {**_summary(times, b), "peak_memory_mb": round(mem.delta_mb, 1),
+        with PeakMemory(device) as mem:
+            times = time_phase(forward, cfg["warmup"], cfg["steps"], device)
+        result["infer"] = {**summary(times, b), "peak_memory_mb": round(mem.delta_mb, 1),
                            "process_peak_mb": round(mem.peak_mb, 1), "memory_method": mem.method}
-        _say(verbose, f"[bench] {mode:>12} infer {result['infer']['img_per_s']:8.3f} img/s")
+        say(verbose, f"[bench] {mode:>12} infer {result['infer']['img_per_s']:8.3f} img/s")
     return result
-
-
-def run_benchmark(base_channels: int = 64, depth: int = 4, image_size: int = 256, batch_size: int = 2,
-                  steps: int = 5, warmup: int = 2, modes: tuple[str, ...] | list[str] | None = None,
-                  device: str | torch.device = "auto", train: bool = True, infer: bool = True,
-                  in_channels: int = 3, n_classes: int = 2, bilinear: bool = False, seed: int = 0,
-                  threads: int | None = None, verbose: bool = False) -> dict[str, Any]:
-    """Measure training and inference throughput and peak memory of a U-Net, mode by mode.
-    逐模式测量 U-Net 训练与推理的吞吐量和峰值内存
-
-    Args:
-        base_channels, depth, in_channels, n_classes, bilinear: the :class:`~unet_course.model.UNet`. 模型参数
-        image_size: square side of the random input. 随机输入的边长
-        batch_size: images per step. 每步图像数
-        steps: timed steps per phase. 计时步数
-        warmup: untimed steps first (oneDNN / cuDNN pick kernels on the first calls). 预热步数
-        modes: e.g. ``("fp32", "bf16+cl")``; None -> the device's defaults (CPU: fp32, fp32+cl, bf16, bf16+cl;
-            without native bf16: fp32, fp32+cl, bf16+cl).
-            Modes the device cannot run are reported with ``"skipped"``. 要测的模式
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ... 设备
-        train, infer: which phases to run. 要运行的阶段
-        seed: model initialisation seed (the same for every mode). 随机种子
-        threads: ``torch.set_num_threads`` for the run (None: leave as is). 线程数
-        verbose: print one progress line per mode and phase to stderr. 向 stderr 输出进度
-
-    Returns:
-        A JSON-safe dict: ``config``, ``device``, ``torch_version``, ``cpu``, ``params``, ``gflop_per_image``,
-        ``default_mode``, ``modes`` (per mode: ``train``/``infer`` with ``img_per_s``, ``peak_memory_mb``, …, and
-        ``train_speedup_vs_fp32`` / ``infer_speedup_vs_fp32``), ``memory_note``.
-
-    Raises:
-        ConfigError: bad sizes, unknown modes, or an unavailable device.
-    """
-    for name, value in (("base_channels", base_channels), ("depth", depth), ("image_size", image_size),
-                        ("batch_size", batch_size), ("steps", steps)):
-        if int(value) < 1:
-            raise ConfigError(f"bench {name} must be >= 1, got {value!r}.")
-    if warmup < 0:
-        raise ConfigError(f"bench warmup must be >= 0, got {warmup!r}.")
-    if not (train or infer):
-        raise ConfigError("Nothing to measure: both train and infer are off.")
-    dev = pick_device(device)
-    if modes is None:
-        modes = DEFAULT_MODES.get(dev.type, ("fp32",))
-        if dev.type == "cpu" and not cpu_has_fast_bf16():
-            modes = CPU_MODES_NO_BF16
-    modes = [m.strip() for m in modes if m.strip()]
-    for m in modes:
-        parse_mode(m)                                       # 先检查全部模式名
-    if threads:
-        torch.set_num_threads(int(threads))
-    cfg = {"base_channels": base_channels, "depth": depth, "image_size": image_size, "batch_size": batch_size,
-           "steps": steps, "warmup": warmup, "in_channels": in_channels, "n_classes": n_classes,
-           "bilinear": bilinear, "seed": seed, "train": train, "infer": infer, "modes": list(modes)}
-    flops = count_flops(base_channels, depth, image_size, in_channels, n_classes, bilinear)
-    report: dict[str, Any] = {
-        "config": cfg,
-        "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_info()["model"],
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": cpu_info(),
-        "params": count_parameters(UNet(in_channels, n_classes, base_channels, depth, bilinear)),
-        "gflop_per_image": {k: round(v, 3) for k, v in flops.items()},
-        "default_mode": default_mode(dev),
-        "modes": {},
-        "train_step": "unet_course.training.train_one_epoch on a one-batch loader, build_optimizer(TrainConfig())",
-        "memory_note": ("CUDA: torch.cuda.max_memory_allocated growth during the phase. CPU: growth of the "
-                        "process RSS high-water mark during the phase (VmHWM reset via /proc/self/clear_refs)."),
-    }
-    for m in modes:
-        try:
-            report["modes"][m] = _bench_mode(m, dev, cfg, train, infer, verbose)
-        except ConfigError as exc:                          # 本设备不支持该模式
-            report["modes"][m] = {"skipped": str(exc)}
-    base = report["modes"].get("fp32", {})
-    for res in report["modes"].values():
-        for phase in ("train", "infer"):
-            if phase in res:
-                ref = base.get(phase, {}).get("img_per_s")
-                res[f"{phase}_speedup_vs_fp32"] = round(res[phase]["img_per_s"] / ref, 3) if ref else None
-                res[phase]["gflop_per_s"] = round(res[phase]["img_per_s"] *
-                                                  flops["train_step" if phase == "train" else "forward"], 2)
-    return report

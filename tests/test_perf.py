@@ -1,0 +1,215 @@
+"""Issue #14: prediction defaults from the checkpoint, flip TTA in one batch, automatic tiling, ISBI-2012 instance
+metrics, dataset_options, and the bench sections (schema only; speed targets live in the benchmark).
+第 14 号问题：检查点中的预测方式、TTA 合批、自动切片、ISBI-2012 分割指标、dataset_options 与基准测试字段
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from cli_helpers import predict_cli, toy_sample, write_checkpoint
+
+from unet_course.bench import LEVERS, PREDICT_VARIANTS, lean_loss, run_benchmark
+from unet_course.cli.evaluate import configure_parser as evaluate_parser
+from unet_course.cli.evaluate import dataset_kwargs
+from unet_course.cli.options import add_train_config_arguments
+from unet_course.config import TrainConfig
+from unet_course.data import build_dataset, build_loaders
+from unet_course.errors import ConfigError
+from unet_course.inference import estimate_forward_mb, evaluate_dataset, predict_probs, settings_from_meta
+from unet_course.inference import memory as memory_module
+from unet_course.inference.predict import TTA_FLIPS
+from unet_course.losses import SegmentationLoss
+from unet_course.metrics import instance_scores
+from unet_course.model import UNet
+
+META = {"normalization": {"mean": [0.5], "std": [0.2]}, "mask_values": [0, 255]}
+
+
+# ---------------------------------------------------------------------------------------------- prediction defaults
+def test_settings_from_meta_reads_prediction_defaults_and_survives_old_checkpoints():
+    assert settings_from_meta(META)["tile"] is None and settings_from_meta(META)["tta"] is False   # 旧检查点
+    cfg = TrainConfig(predict_tta=True, predict_tile=128).to_dict()
+    new = settings_from_meta({**META, "train_config": cfg})
+    assert new["tile"] == 128 and new["tta"] is True
+    with pytest.raises(ConfigError, match="predict_tile"):
+        TrainConfig(predict_tile=4)
+
+
+def _flip_loop(model, x):
+    total = 0
+    for dims in TTA_FLIPS:
+        p = predict_probs(model, x.flip(dims) if dims else x, amp="off", max_memory_mb=None)
+        total = total + (p.flip(dims) if dims else p)
+    return total / len(TTA_FLIPS)
+
+
+def test_tta_in_one_batch_equals_four_passes():
+    torch.manual_seed(0)
+    model = UNet(1, 2, base_channels=4, depth=2).eval()
+    x = torch.randn(1, 1, 21, 30)
+    batched = predict_probs(model, x, tta=True, amp="off")
+    assert torch.allclose(batched, _flip_loop(model, x), atol=1e-5)
+    assert torch.allclose(batched.sum(1), torch.ones(1, 21, 30), atol=1e-5)
+
+
+def test_memory_estimate_grows_with_size_batch_and_precision():
+    model = UNet(1, 2, base_channels=8, depth=3)
+    small, big = estimate_forward_mb(model, 1, 64, 64), estimate_forward_mb(model, 1, 128, 128)
+    assert big > 3 * (small - estimate_forward_mb(model, 0, 64, 64))
+    assert estimate_forward_mb(model, 4, 64, 64, 4) > estimate_forward_mb(model, 4, 64, 64, 2)
+    assert estimate_forward_mb(torch.nn.Conv2d(1, 2, 1), 1, 64, 64) is None       # 非 U-Net：不估计
+
+
+def test_whole_image_above_the_cap_is_tiled_and_said_once(monkeypatch):
+    monkeypatch.setattr(memory_module, "_SAID", set())
+    monkeypatch.setattr(memory_module, "AUTO_TILE", 64)
+    torch.manual_seed(0)
+    model = UNet(1, 2, base_channels=4, depth=2).eval()
+    x = torch.randn(1, 1, 100, 90)
+    cap = estimate_forward_mb(model, 1, 100, 90, 4) * 0.9                     # 整图放不下，64 的切片放得下
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiled = predict_probs(model, x, amp="off", max_memory_mb=cap)
+        predict_probs(model, x, amp="off", max_memory_mb=cap)
+    said = [w for w in caught if "tiles instead" in str(w.message)]
+    assert len(said) == 1                                                      # 只提示一次
+    whole = predict_probs(model, x, amp="off", max_memory_mb=None)
+    assert tiled.shape == whole.shape and not torch.allclose(tiled, whole)    # 确实走了切片
+    assert torch.allclose(tiled, predict_probs(model, x, tile=64, amp="off"), atol=1e-6)
+
+
+def _checkpoint_with_defaults(tmp_path: Path, **fields) -> Path:
+    torch.manual_seed(0)
+    path = write_checkpoint(tmp_path / "m.pt", UNet(3, 2, base_channels=4, depth=2), [0, 255], in_channels=3)
+    state = torch.load(path, weights_only=True)
+    state["train_config"] = TrainConfig(**fields).to_dict()
+    torch.save(state, path)
+    return path
+
+
+def test_predict_cli_uses_the_checkpoint_defaults_and_flags_override(tmp_path: Path, capsys):
+    ckpt = _checkpoint_with_defaults(tmp_path, predict_tta=True, predict_tile=32)
+    img, _ = toy_sample(40, 44, seed=1)
+    tifffile.imwrite(tmp_path / "a.tif", img)
+    assert predict_cli("-m", str(ckpt), "-i", str(tmp_path / "a.tif"), "-o", str(tmp_path / "o1")) == 0
+    assert "32x32 tiles, flip TTA" in capsys.readouterr().out
+    assert predict_cli("-m", str(ckpt), "-i", str(tmp_path / "a.tif"), "-o", str(tmp_path / "o2"), "--whole-image",
+                       "--no-tta") == 0
+    assert "whole image (tiles above 2048 MiB), no TTA" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="contradict"):
+        predict_cli("-m", str(ckpt), "-i", str(tmp_path / "a.tif"), "-o", str(tmp_path / "o3"), "--whole-image",
+                    "--tile", "32")
+
+
+# ---------------------------------------------------------------------------------------------- ISBI metrics
+def test_instance_scores_known_values():
+    truth = np.zeros((6, 7), int)
+    truth[:, 3] = 1                                             # 两个 6x3 的细胞，中间一列膜
+    perfect = instance_scores(truth, truth)
+    assert perfect["adapted_rand_error"] == 0.0 and perfect["variation_of_information"] == 0.0
+    assert perfect["n_cells_true"] == 2 and perfect["n_cells_pred"] == 2
+    merged = instance_scores(np.zeros_like(truth), truth)       # 预测没有膜：两个细胞合并
+    n = 18                                                      # 每个细胞的像素数
+    recall = (n - 1) / (2 * n - 1)                              # 成对计数：sum n_ij^2 - N 除以 sum b_j^2 - N
+    assert merged["adapted_rand_error"] == pytest.approx(1 - 2 * recall / (1 + recall))
+    assert merged["vi_merge"] == pytest.approx(1.0) and merged["vi_split"] == pytest.approx(0.0)   # 1 比特
+    split = truth.copy()
+    split[3, :3] = 1                                            # 左边细胞被一条假膜分成两块
+    scores = instance_scores(split, truth)
+    assert scores["vi_split"] > 0 and scores["vi_merge"] == pytest.approx(0.0) and scores["n_cells_pred"] == 3
+
+
+def _tiny_isbi(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    labels = np.full((30, 24, 24), 255, np.uint8)
+    labels[:, 11:13, :] = 0                                     # 一条水平膜
+    labels[:, :, 11:13] = 0                                     # 一条垂直膜：4 个细胞
+    volume = np.clip(200 - 0.6 * (255 - labels) + rng.normal(0, 5, labels.shape), 0, 255).astype(np.uint8)
+    root.mkdir(parents=True)
+    tifffile.imwrite(root / "train-volume.tif", volume)
+    tifffile.imwrite(root / "train-labels.tif", labels)
+    return root
+
+
+def test_evaluate_reports_isbi_metrics_on_the_holdout_split(tmp_path: Path):
+    root = _tiny_isbi(tmp_path / "isbi2012")
+    ds = build_dataset("isbi2012", root=root, split="holdout", n_val=3, n_holdout=3)
+    assert ds.names == ["slice_27", "slice_28", "slice_29"] and ds.instance_metrics
+    torch.manual_seed(0)
+    model = UNet(1, 2, base_channels=4, depth=2)
+    meta = {"normalization": {"mean": [0.5], "std": [0.2]}, "mask_values": [255, 0], "preprocess": {}}
+    result = evaluate_dataset(model, meta, ds, amp="off")
+    for key in ("adapted_rand_error", "variation_of_information", "vi_split", "vi_merge", "pixel_error"):
+        assert key in result["metrics"] and np.isfinite(result["metrics"][key]), key
+    assert result["per_image"][0]["n_cells_true"] == 4
+    synthetic = build_dataset("synthetic", split="val", n_samples=1, image_size=32)
+    rgb = {**meta, "mask_values": [0, 255], "normalization": {"mean": [0.5] * 3, "std": [0.2] * 3}}
+    plain = evaluate_dataset(UNet(3, 2, base_channels=4, depth=2), rgb, synthetic, amp="off")
+    assert "adapted_rand_error" not in plain["metrics"]          # 只有声明了 instance_metrics 的数据集
+
+
+# ---------------------------------------------------------------------------------------------- dataset_options
+def test_dataset_options_reach_the_dataset_and_unknown_keys_are_listed(tmp_path: Path):
+    root = _tiny_isbi(tmp_path / "isbi2012")
+    cfg = TrainConfig(dataset="isbi2012", data_dir=str(root), batch_size=2, dataset_options={"n_val": 3,
+                                                                                             "n_holdout": 3})
+    _, _, info = build_loaders(cfg)
+    assert (info.n_train, info.n_val) == (24, 3)                 # 种子笔记的 24/3/3 划分
+    with pytest.raises(ConfigError, match="accepts: .*n_holdout"):
+        build_loaders(cfg.replace(dataset_options={"n_vall": 3}))
+    with pytest.raises(ConfigError, match="crop_size"):
+        build_loaders(cfg.replace(dataset_options={"crop_size": 64}))
+    kwargs = dataset_kwargs("isbi2012", "holdout", cfg.to_dict())
+    assert kwargs["n_val"] == 3 and kwargs["n_holdout"] == 3
+    args = evaluate_parser_args(["ck.pt", "--split", "holdout", "--dataset-options", '{"n_holdout": 2}'])
+    assert args.split == "holdout" and args.dataset_options == {"n_holdout": 2}
+
+
+def evaluate_parser_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    evaluate_parser(parser)
+    return parser.parse_args(argv)
+
+
+def test_dataset_options_flag_is_generated_for_train():
+    parser = argparse.ArgumentParser()
+    add_train_config_arguments(parser)
+    args = parser.parse_args(["--dataset-options", '{"n_val": 3, "n_holdout": 3}'])
+    assert args.dataset_options == {"n_val": 3, "n_holdout": 3}
+
+
+# ---------------------------------------------------------------------------------------------- bench
+def test_lean_loss_matches_the_segmentation_loss_with_ignored_pixels():
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 3, 9, 7), torch.randint(0, 3, (2, 9, 7))
+    target[0, :2] = 255
+    assert torch.isclose(lean_loss(logits, target), SegmentationLoss()(logits, target), atol=1e-5)
+
+
+def test_bench_predict_and_levers_sections_have_their_fields():
+    levers = [n for n in LEVERS if n != "compile"]              # torch.compile 需要数分钟，留给真正的基准测试
+    report = run_benchmark(base_channels=4, depth=2, image_size=32, batch_size=2, steps=1, warmup=0, device="cpu",
+                           train=False, infer=False, predict=True, predict_size=(40, 36), predict_tile=16,
+                           levers=True, lever_names=levers)
+    json.dumps(report)
+    pred = report["predict"]
+    assert set(pred["variants"]) == set(PREDICT_VARIANTS) and pred["size"] == [40, 36] and pred["tile"] == 16
+    for res in pred["variants"].values():
+        assert res["seconds_per_image"] > 0 and res["cpu_seconds_per_image"] >= 0 and len(res["times_s"]) == 1
+    for key in ("tta_vs_whole", "tta_batch_speedup", "tiled_vs_whole"):
+        assert pred[key] > 0, key
+    lev = report["levers"]
+    assert set(lev["levers"]) == set(levers) and lev["engine_vs_model_alone"] > 0
+    assert lev["levers"]["model_alone"]["speedup_vs_model_alone"] == 1.0
+    for res in lev["levers"].values():
+        assert res["seconds_per_step"] > 0
+    with pytest.raises(ConfigError, match="lever"):
+        run_benchmark(levers=True, lever_names=["warp_drive"], device="cpu")

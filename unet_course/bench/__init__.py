@@ -1,0 +1,189 @@
+"""``unet-course bench``: how fast does a U-Net train and predict here, and with how much memory?
+基准测试：在本机上 U-Net 训练与推理有多快、占用多少内存
+
+Three sections, each in its own module: 三个部分，各在一个模块中：
+
+- :mod:`.modes`: training and inference throughput and peak memory per *mode* (``fp32``, ``bf16+cl``, ...);
+  每种模式的训练与推理吞吐量和峰值内存
+- :mod:`.predict` (``predict=True``): seconds per image of whole-image and tiled prediction, with and without
+  flip TTA, at a DRIVE-like size; 整图与切片预测每张图像的秒数
+- :mod:`.levers` (``levers=True``): the training engine against the model alone, and each speed lever.
+  训练引擎相对最小循环的开销，以及各提速手段
+
+Timings from a machine shared with other jobs are noisy: every section alternates its variants round by round and
+reports medians, so compare the ratios inside one report, not absolute seconds across reports.
+与其他任务共用的机器上计时有噪声：各部分轮流运行其变体并取中位数，应比较同一份报告内的比值
+
+The JSON report 报告字段:
+
+========================================  ========================================================================
+field                                     meaning
+========================================  ========================================================================
+``config``                                the arguments of :func:`run_benchmark` (sizes, steps, modes, sections)
+``device``, ``device_name``               where it ran (``cpu`` / ``cuda:0``) and the CPU model or GPU name
+``torch_version``, ``python_version``     versions; ``platform``: the OS string
+``cpu``                                   ``model``, ``logical_cores``, ``torch_threads``, ``native_bf16``, ...
+``params``                                parameters of the benchmarked U-Net
+``gflop_per_image``                       ``forward`` and ``train_step`` GFLOP of one ``image_size`` image
+``default_mode``                          the mode training uses by default here (``amp="auto"``)
+``modes.<m>.amp`` / ``channels_last``     the mode's AMP policy name and memory format
+``modes.<m>.train|infer.img_per_s``       images per second from the median step (``img_per_s_mean``: mean)
+``modes.<m>.*.seconds_per_step``          median step time; ``step_times_s``: every timed step
+``modes.<m>.*.peak_memory_mb``            memory growth during the phase (``memory_method`` says how)
+``modes.<m>.*.gflop_per_s``               ``img_per_s`` x GFLOP per image
+``modes.<m>.train.loss_last``             last loss (``loss_finite``: it is finite); ``optimizer``: its class
+``modes.<m>.train|infer_speedup_vs_fp32`` throughput over the ``fp32`` mode of the same run (None without it)
+``predict.size``, ``amp``, ``tile``       image size (H, W), AMP policy and tile side of the predict section
+``predict.variants.<v>.seconds_per_image``  median wall seconds per image (``cpu_seconds_per_image``: CPU time)
+``predict.tta_vs_whole``                  ``whole+tta`` time over ``whole`` (4 flips cost at most 4x)
+``predict.tta_batch_speedup``             four flip passes over the four flips as one batch of 4
+``predict.tiled_vs_whole``                tiled time over whole-image time
+``levers.levers.<l>.seconds_per_step``    median step time of lever ``l`` (``step_times_s``: every step)
+``levers.levers.<l>.speedup_vs_model_alone``  ``model_alone`` time over the lever's time (> 1: faster)
+``levers.levers.compile.compile_s``       the first call of the compiled model (compilation included)
+``levers.levers.<l>.skipped``             why the lever could not run here
+``levers.engine_vs_model_alone``          ``engine`` time over ``model_alone`` time (> 1: engine overhead)
+``train_step``, ``memory_note``           what a mode's train step runs and how memory is measured
+========================================  ========================================================================
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import torch
+
+from ..env import cpu_info, pick_device
+from ..errors import ConfigError
+from ..model import UNet, count_parameters
+from ..precision import cpu_has_fast_bf16
+from .levers import LEVERS, bench_levers, lean_loss
+from .modes import CPU_MODES_NO_BF16, DEFAULT_MODES, _bench_mode, count_flops, default_mode, parse_mode
+from .predict import PREDICT_VARIANTS, bench_predict
+
+#: DRIVE's image size (height, width), the default of the predict section. DRIVE 图像尺寸
+DRIVE_SIZE = (584, 565)
+
+
+def _check_args(sizes: dict[str, int], warmup: int, sections: tuple[bool, ...]) -> None:
+    """Refuse sizes below 1, a negative warm-up and a run that measures nothing. 检查参数"""
+    for name, value in sizes.items():
+        if int(value) < 1:
+            raise ConfigError(f"bench {name} must be >= 1, got {value!r}.")
+    if warmup < 0:
+        raise ConfigError(f"bench warmup must be >= 0, got {warmup!r}.")
+    if not any(sections):
+        raise ConfigError("Nothing to measure: both train and infer are off.")
+
+
+def _modes_for(dev: torch.device, modes: tuple[str, ...] | list[str] | None) -> list[str]:
+    """The modes to run (the device's defaults when None), all checked first. 要测的模式（先全部检查）"""
+    if modes is None:
+        modes = DEFAULT_MODES.get(dev.type, ("fp32",))
+        if dev.type == "cpu" and not cpu_has_fast_bf16():
+            modes = CPU_MODES_NO_BF16
+    modes = [m.strip() for m in modes if m.strip()]
+    for m in modes:
+        parse_mode(m)
+    return modes
+
+
+def _header(cfg: dict[str, Any], dev: torch.device, flops: dict[str, float]) -> dict[str, Any]:
+    """The report's description of the run and the machine. 报告中描述运行与机器的部分"""
+    return {
+        "config": cfg,
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_info()["model"],
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_info(),
+        "params": count_parameters(UNet(cfg["in_channels"], cfg["n_classes"], cfg["base_channels"], cfg["depth"],
+                                        cfg["bilinear"])),
+        "gflop_per_image": {k: round(v, 3) for k, v in flops.items()},
+        "default_mode": default_mode(dev),
+        "modes": {},
+        "train_step": "unet_course.training.train_one_epoch on a one-batch loader, build_optimizer(TrainConfig())",
+        "memory_note": ("CUDA: torch.cuda.max_memory_allocated growth during the phase. CPU: growth of the "
+                        "process RSS high-water mark during the phase (VmHWM reset via /proc/self/clear_refs)."),
+    }
+
+
+def _speedups(report: dict[str, Any], flops: dict[str, float]) -> None:
+    """Add each mode's speed-up over ``fp32`` and its GFLOP/s. 计算相对 fp32 的加速比与 GFLOP/s"""
+    base = report["modes"].get("fp32", {})
+    for res in report["modes"].values():
+        for phase in ("train", "infer"):
+            if phase in res:
+                ref = base.get(phase, {}).get("img_per_s")
+                res[f"{phase}_speedup_vs_fp32"] = round(res[phase]["img_per_s"] / ref, 3) if ref else None
+                res[phase]["gflop_per_s"] = round(res[phase]["img_per_s"] *
+                                                  flops["train_step" if phase == "train" else "forward"], 2)
+
+
+def run_benchmark(base_channels: int = 64, depth: int = 4, image_size: int = 256, batch_size: int = 2,
+                  steps: int = 5, warmup: int = 2, modes: tuple[str, ...] | list[str] | None = None,
+                  device: str | torch.device = "auto", train: bool = True, infer: bool = True,
+                  in_channels: int = 3, n_classes: int = 2, bilinear: bool = False, seed: int = 0,
+                  threads: int | None = None, verbose: bool = False, predict: bool = False,
+                  predict_size: tuple[int, int] = DRIVE_SIZE, predict_tile: int = 256, levers: bool = False,
+                  lever_names: tuple[str, ...] | list[str] | None = None) -> dict[str, Any]:
+    """Measure training and inference throughput and peak memory of a U-Net, mode by mode; optionally the predict
+    and levers sections. 逐模式测量吞吐量与峰值内存；可选预测与提速手段两部分
+
+    Args:
+        base_channels, depth, in_channels, n_classes, bilinear: the :class:`~unet_course.model.UNet`. 模型参数
+        image_size: square side of the random input of the modes and levers. 随机输入的边长
+        batch_size: images per step. 每步图像数
+        steps: timed steps (or rounds) per phase. 计时步数
+        warmup: untimed steps first (oneDNN / cuDNN pick kernels on the first calls). 预热步数
+        modes: e.g. ``("fp32", "bf16+cl")``; None -> the device's defaults; ``()`` skips the modes section.
+            Modes the device cannot run are reported with ``"skipped"``. 要测的模式
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ... 设备
+        train, infer: which phases of the modes to run. 要运行的阶段
+        seed: model initialisation seed (the same for every mode). 随机种子
+        threads: ``torch.set_num_threads`` for the run (None: leave as is). 线程数
+        verbose: print progress lines to stderr. 向 stderr 输出进度
+        predict, predict_size, predict_tile: run the predict section at ``(H, W)`` with that tile. 预测部分
+        levers, lever_names: run the levers section (default: every name of :data:`LEVERS`). 提速手段部分
+
+    Returns:
+        A JSON-safe dict; every field is listed in the module docstring. 字段见模块说明
+
+    Raises:
+        ConfigError: bad sizes, unknown modes or levers, or an unavailable device.
+    """
+    _check_args({"base_channels": base_channels, "depth": depth, "image_size": image_size,
+                 "batch_size": batch_size, "steps": steps, "predict_tile": predict_tile,
+                 "predict_height": predict_size[0], "predict_width": predict_size[1]}, warmup,
+                (train, infer, predict, levers))
+    unknown = sorted(set(lever_names or ()) - set(LEVERS))
+    if unknown:
+        raise ConfigError(f"Unknown bench lever(s) {unknown}; choose from: {', '.join(LEVERS)}.")
+    dev = pick_device(device)
+    mode_list = _modes_for(dev, modes) if (train or infer) else []
+    if threads:
+        torch.set_num_threads(int(threads))
+    cfg = {"base_channels": base_channels, "depth": depth, "image_size": image_size, "batch_size": batch_size,
+           "steps": steps, "warmup": warmup, "in_channels": in_channels, "n_classes": n_classes,
+           "bilinear": bilinear, "seed": seed, "train": train, "infer": infer, "modes": list(mode_list),
+           "predict": predict, "predict_size": [int(v) for v in predict_size], "predict_tile": int(predict_tile),
+           "levers": list(lever_names or LEVERS) if levers else []}
+    flops = count_flops(base_channels, depth, image_size, in_channels, n_classes, bilinear)
+    report = _header(cfg, dev, flops)
+    for m in mode_list:
+        try:
+            report["modes"][m] = _bench_mode(m, dev, cfg, train, infer, verbose)
+        except ConfigError as exc:                          # 本设备不支持该模式
+            report["modes"][m] = {"skipped": str(exc)}
+    _speedups(report, flops)
+    if predict:
+        report["predict"] = bench_predict(cfg, dev, verbose)
+    if levers:
+        report["levers"] = bench_levers(cfg, dev, verbose)
+    return report
+
+
+__all__ = ["DRIVE_SIZE", "LEVERS", "PREDICT_VARIANTS", "bench_levers", "bench_predict", "count_flops",
+           "default_mode", "lean_loss", "parse_mode", "run_benchmark"]
