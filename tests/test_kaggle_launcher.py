@@ -63,13 +63,47 @@ def test_run_course_names_the_known_notebooks_when_none_match(tmp_path: Path):
         run_course(out_dir=tmp_path / "run", notebooks=["09"], notebook_dir=source)
 
 
-def test_launcher_has_a_parameters_cell_and_no_outputs():
+def test_launcher_has_a_parameters_cell_and_clean_stored_outputs():
     nb = nbformat.read(LAUNCHER, as_version=4)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
     for name in ("repo_dir", "work_dir", "dataset", "data_dir", "notebooks", "parameters", "wandb_mode", "install"):
         assert f"{name} =" in tagged[0].source
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    assert 'notebooks = "01,02,03,04,05"' in tagged[0].source          # all five notebooks by default 默认运行全部
+    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.get("outputs") for c in code if "parameters" not in c.metadata.get("tags", [])), \
+        "the launcher is stored executed once (outputs of every cell)"
+    text = json.dumps([c.get("outputs", []) for c in code])
+    for prefix in ("/tmp/", "/work/", "/home/", "/root/", "/Users/"):
+        assert prefix not in text, f"an absolute path {prefix}... is stored in the launcher's outputs"
+    assert "widgets" not in nb.metadata
+
+
+def test_launcher_finds_offline_runs_at_any_depth(tmp_path: Path):
+    """Notebook 04's offline runs sit at runs/04_training_loop/<run>/wandb/: the launcher must find them there.
+    notebook 04 的离线运行比 runs/*/wandb 深一层，启动器必须能找到"""
+    nb = nbformat.read(LAUNCHER, as_version=4)
+    listing = next(c.source for c in nb.cells if c.cell_type == "code" and "offline-run-*" in c.source)
+    deep = tmp_path / "course" / "runs" / "04_training_loop" / "main" / "wandb" / "offline-run-20260101_000000-abc"
+    deep.mkdir(parents=True)
+    scope = {"work": tmp_path, "summary": [], "Path": Path}
+    exec(listing, scope)                                       # the launcher's own listing cell 启动器自己的单元
+    assert scope["offline_runs"] == [deep]
+
+
+def test_tracker_offline_runs_sit_below_the_run_folder(tmp_path: Path):
+    """Where Tracker(dir=out_dir) writes: <out_dir>/wandb/offline-run-*, and metrics.jsonl beside it.
+    Tracker 把离线运行写在 <out_dir>/wandb/ 下，metrics.jsonl 在 out_dir 中"""
+    pytest.importorskip("wandb")
+    from unet_course.tracking import Tracker
+
+    out_dir = tmp_path / "runs" / "04_training_loop" / "main"
+    with Tracker("offline", dir=out_dir) as tracker:
+        tracker.log({"val/dice": 0.5}, step=1)
+        run_dir = tracker.run_dir
+    assert run_dir is not None and run_dir.parent == out_dir / "wandb" and run_dir.name.startswith("offline-run-")
+    assert (out_dir / "metrics.jsonl").is_file()
 
 
 @pytest.mark.slow

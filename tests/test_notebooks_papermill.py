@@ -45,3 +45,27 @@ def test_preprocessing_notebook_runs_on_drive_with_injected_parameters(drive_roo
     assert "(2, 3, 64, 64)" in text                            # batch_size=2 and crop_size=64 were used
     first_names = text.split("first names")[1].splitlines()[0]
     assert "_training" in first_names and "synthetic" not in first_names  # DRIVE samples, not the default
+
+
+def test_training_notebook_names_a_bad_parameter(tmp_path: Path):
+    """``-p epochs abc`` reaches TrainConfig.from_parameters and stops with one message naming the parameter.
+    错误参数经 from_parameters 给出一条写明参数名的消息"""
+    pm = pytest.importorskip("papermill")
+    out = tmp_path / "04_bad.ipynb"
+    with pytest.raises(pm.PapermillExecutionError) as info:
+        pm.execute_notebook(str(REPO_ROOT / "notebooks" / "04_training_loop.ipynb"), str(out),
+                            parameters={"epochs": "abc", "wandb_mode": "disabled"}, cwd=str(tmp_path),
+                            kernel_name="python3", progress_bar=False)
+    assert "Parameter 'epochs' must be an integer, got 'abc'" in str(info.value)
+    assert not (tmp_path / "runs").exists()                      # stopped before any training 训练开始之前就停止
+
+
+def test_prediction_notebook_runs_on_drive_with_injected_parameters(drive_root: Path, tmp_path: Path):
+    from unet_course.notebook_tools import execute_headless
+
+    out = tmp_path / "05_drive.ipynb"
+    params = {"data_dir": str(drive_root), "epochs": 1, "train_samples": 16, "tile": 64, "min_fov_f1": 0.0}
+    execute_headless(REPO_ROOT / "notebooks" / "05_prediction.ipynb", out, parameters=params, cwd=tmp_path)
+    text = _outputs(json.loads(out.read_text()))
+    assert "data set drive" in text and "enhance=green-clahe" in text   # DRIVE was used, with its enhancement
+    assert "tiles of 64x64" in text                                     # the tile parameter reached section 6
