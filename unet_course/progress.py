@@ -115,8 +115,8 @@ def progress_bar(
         >>> bar = progress_bar(total=3, desc="demo", mode="off")
         >>> for _ in range(3):
         ...     bar.update(1)
-        >>> bar.n
-        3
+        >>> bar.disable                     # "off": the same methods, no output 相同的方法，不输出
+        True
         >>> bar.close()
     """
     resolved = resolve_mode(mode)
