@@ -10,7 +10,8 @@ import os
 import sys
 
 import pytest
-from browser_lab import CHROMEDRIVER, CHROMIUM, ENABLE_ENV, SHOTS, Lab, _missing_browser
+
+from .browser_lab import CHROMEDRIVER, CHROMIUM, ENABLE_ENV, SHOTS, Lab, _missing_browser
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_lab import REPO, SHOTS, VENV
+
+from .browser_lab import REPO, SHOTS, VENV
 
 NOTEBOOKS = sorted(p.name for p in (REPO / "notebooks").glob("0[1-9]_*.ipynb"))
 RUN_TIMEOUT_S = float(os.environ.get("UNET_COURSE_BROWSER_TIMEOUT", "240"))   # per notebook 每个 notebook
