@@ -66,6 +66,9 @@ def test_cv_command_trains_each_fold_scores_thresholds_and_resumes(tmp_path: Pat
     for fold in summary["folds"]:
         assert fold["n_images"] == 3 and all(0.0 <= f <= 1.0 for f in fold["f1"])
         assert fold["f1_at_recipe_threshold"] == fold["f1"][1]           # recipe threshold 0.5
+        assert fold["f1_tta_at_recipe_threshold"] == fold["f1_tta"][1]   # the flip-TTA pass, same threshold
+        assert len(fold["f1_tta"]) == 3 and all(0.0 <= f <= 1.0 for f in fold["f1_tta"])
+    assert {"f1_tta_mean", "f1_tta_sd"} <= set(summary["by_threshold"][0])
     assert "2-fold CV: F1" in capsys.readouterr().out
     stamp = (out / "fold_0" / "last.pt").stat().st_mtime_ns
     assert main(argv) == 0                                              # finished folds are not trained again

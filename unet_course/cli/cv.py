@@ -3,7 +3,7 @@ cv 子命令：对训练配方做 k 折交叉验证
 
 Each fold trains the recipe on the other folds (``TrainConfig(folds=k, fold=i)``), then scores that fold's images
 at native size with the run's final weights (``last.pt``, not ``best.pt``: a checkpoint picked by the validation
-fold itself would make the estimate optimistic) at several decision thresholds. The result is the mean ± sd over
+fold itself would make the estimate optimistic) at several decision thresholds, with one forward pass and with flip TTA. The result is the mean ± sd over
 folds, and ``cv.json``. A fold whose ``fold.json`` exists is not trained again, so an interrupted CV continues
 where it stopped.
 每一折用其余折训练，再用最终权重（last.pt）在本折原尺寸图像上按多个阈值评分；结果为各折的均值 ± 标准差；
@@ -47,7 +47,7 @@ def _thresholds(text: str) -> list[float]:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """The ``train`` flags (``--folds`` sets k) plus ``--thresholds`` and ``--no-tta``. 训练参数加阈值列表"""
+    """The ``train`` flags (``--folds`` sets k) plus ``--thresholds``. 训练参数加阈值列表"""
     train.configure_parser(parser)
     parser.description = ("k-fold cross-validation: train the recipe k times, each time validating on one fold, "
                           "and report F1 (foreground Dice inside the valid pixels) as mean ± sd over folds.")
@@ -71,9 +71,13 @@ def run_fold(cfg: Any, thresholds: list[float]) -> dict[str, Any]:
     fit(cfg)
     train_s = time.perf_counter() - start
     model, meta = load_model(out / "last.pt")
-    scores = score_thresholds(model, meta, _fold_dataset(cfg), thresholds)
+    data = _fold_dataset(cfg)
+    scores = score_thresholds(model, meta, data, thresholds, tta=False)   # 单次前向
+    flips = score_thresholds(model, meta, data, thresholds, tta=True)     # 四个翻转取平均
+    at = _nearest(thresholds, cfg.threshold)
     result = {"fold": cfg.fold, "train_seconds": train_s, "recipe_threshold": cfg.threshold,
-              "f1_at_recipe_threshold": scores["f1"][_nearest(thresholds, cfg.threshold)], **scores}
+              "f1_at_recipe_threshold": scores["f1"][at], "f1_tta_at_recipe_threshold": flips["f1"][at],
+              "f1_tta": flips["f1"], **scores}
     write_json(done, result)
     return result
 
@@ -91,9 +95,13 @@ def summarise(folds: list[dict[str, Any]], thresholds: list[float]) -> dict[str,
     for j, t in enumerate(thresholds):
         m, sd = mean_sd([f["f1"][j] for f in folds])
         table.append({"threshold": t, "f1_mean": m, "f1_sd": sd})
+        m, sd = mean_sd([f["f1_tta"][j] for f in folds])
+        table[-1].update(f1_tta_mean=m, f1_tta_sd=sd)
     at_recipe = mean_sd([f["f1_at_recipe_threshold"] for f in folds])
+    tta = mean_sd([f["f1_tta_at_recipe_threshold"] for f in folds])
     best = max(table, key=lambda row: row["f1_mean"])
     return {"n_folds": len(folds), "f1_at_recipe_threshold": {"mean": at_recipe[0], "sd": at_recipe[1]},
+            "f1_tta_at_recipe_threshold": {"mean": tta[0], "sd": tta[1]},
             "by_threshold": table, "best_threshold_on_these_folds": best,
             "train_seconds_mean": statistics.fmean(f["train_seconds"] for f in folds), "folds": folds}
 
@@ -115,7 +123,9 @@ def run(args: argparse.Namespace) -> int:
     summary["config"] = base.to_dict()
     write_json(root / "cv.json", summary)
     r = summary["f1_at_recipe_threshold"]
-    print(f"{base.folds}-fold CV: F1 {r['mean']:.4f} ± {r['sd']:.4f} at threshold {base.threshold}; "
+    t = summary["f1_tta_at_recipe_threshold"]
+    print(f"{base.folds}-fold CV: F1 {r['mean']:.4f} ± {r['sd']:.4f} at threshold {base.threshold} "
+          f"(flip TTA {t['mean']:.4f} ± {t['sd']:.4f}); "
           "by threshold: " + ", ".join(f"{row['threshold']:.2f}: {row['f1_mean']:.4f}" for row in
                                        summary["by_threshold"]))
     print(f"written: {root / 'cv.json'}")
