@@ -14,13 +14,7 @@ from unet_course.data.synthetic import SyntheticSegmentation
 from unet_course.errors import CheckpointError, ConfigError
 from unet_course.training import build_optimizer, build_scheduler, fit
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(tmp_path, **kw) -> TrainConfig:

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import write_carvana_fixture
 
 from unet_course import files, tracking
@@ -36,12 +35,7 @@ FLAGS = ["--image-size", "32", "--train-samples", "8", "--val-samples", "4", "--
          "--batch-size", "4", "--amp", "off", "--device", "cpu", "--num-workers", "0", "--progress", "none"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sha(path: Path) -> str:

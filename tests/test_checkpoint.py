@@ -24,14 +24,7 @@ from unet_course.data.synthetic import SyntheticSegmentation
 from unet_course.errors import CheckpointError
 from unet_course.training import fit
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread: faster and steadier on a shared 2-core CPU. 单线程：在共享的双核 CPU 上更快更稳定"""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def loaders(n_train: int = 16, n_val: int = 8, size: int = 32, batch: int = 4):

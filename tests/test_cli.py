@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from unet_course import cli
 from unet_course.checkpoint import load_checkpoint
@@ -18,12 +17,7 @@ TINY = ["--image-size", "32", "--train-samples", "8", "--val-samples", "4", "--b
         "--batch-size", "4", "--amp", "off", "--device", "cpu", "--progress", "none"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["bench"], ["inspect"], ["course"]])

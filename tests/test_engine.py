@@ -33,13 +33,7 @@ from unet_course.training import (
 )
 from unet_course.training.stop import EpochPlan
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def loaders(n_train: int = 16, n_val: int = 8, size: int = 32, batch: int = 4, task: str = "binary"):

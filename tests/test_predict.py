@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import MEAN, STD, toy_sample
 from PIL import Image
 from torch import nn
 
@@ -32,25 +33,10 @@ from unet_course.inference import (
 from unet_course.metrics import probs_to_labels
 from unet_course.model import UNet
 
-MEAN, STD = (0.4, 0.4, 0.4), (0.2, 0.2, 0.2)
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Helpers 辅助函数
 # ----------------------------------------------------------------------------------------------------------------
-def toy_sample(h: int, w: int, seed: int = 0, channels: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Bright discs on a noisy background: uint8 image ``(H, W, C)`` and a {0, 255} mask. 噪声背景上的亮圆盘"""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    mask = np.zeros((h, w), dtype=bool)
-    for _ in range(max(2, h * w // 600)):
-        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(2, 7)
-        mask |= (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
-    base = rng.normal(80, 25, (h, w)) + 90 * mask
-    img = np.clip(base[..., None] + rng.normal(0, 10, (h, w, channels)), 0, 255).astype(np.uint8)
-    return img, mask.astype(np.uint8) * 255
-
-
 def to_input(img: np.ndarray) -> torch.Tensor:
     """uint8 ``(H, W, C)`` -> normalised ``(1, C, H, W)``. 归一化为网络输入"""
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0

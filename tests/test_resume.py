@@ -14,13 +14,7 @@ from unet_course.cli import main
 from unet_course.config import TrainConfig
 from unet_course.training import fit, lr_factor
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(tmp_path, **kw) -> TrainConfig:

@@ -29,12 +29,7 @@ from ..data import build_dataset
 from ..env import pick_device
 from ..files import ensure_writable_file, to_plain, write_json
 from ..inference import INSTANCE_KEYS, evaluate_dataset
-from .options import (
-    add_data_root_argument,
-    add_inference_arguments,
-    apply_data_root,
-    positive_int,
-)
+from . import options
 from .predict import add_prediction_default_arguments, prediction_options
 
 HELP = "score a checkpoint on a dataset split (metrics table + JSON)"
@@ -47,31 +42,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="best.pt / last.pt written by `unet-course train`")
     parser.add_argument("--dataset", help="dataset name (default: the one the checkpoint was trained on)")
     parser.add_argument("--data-dir", help="dataset folder (default: the checkpoint's)")
-    add_data_root_argument(parser)
+    options.add_data_root_argument(parser)
     parser.add_argument("--split", default="val", choices=SPLITS, help="which split (default val)")
-    parser.add_argument("--max-images", type=positive_int, default=None, help="score only the first N (>= 1) images")
+    parser.add_argument("--max-images", type=options.positive_int, default=None, help="score only the first N (>= 1) images")
     parser.add_argument("-o", "--output", metavar="FILE", help="write the JSON here instead of stdout")
-    parser.add_argument("--dataset-options", type=json_object, default=None, metavar="JSON",
+    parser.add_argument("--dataset-options", type=options.json_object, default=None, metavar="JSON",
                         help="keyword arguments of the dataset class (default: the checkpoint's dataset_options), "
                              "e.g. '{\"n_val\": 3, \"n_holdout\": 3}' with --split holdout 数据集类的额外参数")
-    add_inference_arguments(parser)
+    options.add_inference_arguments(parser)
     add_prediction_default_arguments(parser)
     parser.set_defaults(func=run)
-
-
-def json_object(text: str) -> dict[str, Any]:
-    """``--dataset-options``: a JSON object. JSON 对象
-
-    >>> json_object('{"n_val": 3}')
-    {'n_val': 3}
-    """
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object such as '{\"n_val\": 3, \"n_holdout\": 3}'")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
         0. Errors are :class:`~unet_course.errors.UNetCourseError` subclasses, printed by the CLI.
     """
     output = ensure_writable_file(args.output, "-o/--output") if args.output else None   # 评分前先检查
-    options = prediction_options(args)                             # 未给出的参数使用检查点的设置
-    apply_data_root(args)
+    settings = prediction_options(args)                             # 未给出的参数使用检查点的设置
+    options.apply_data_root(args)
     device = pick_device(args.device)
     model, meta = load_model(args.checkpoint, device=device)
     train_cfg = dict(meta.get("train_config") or {})
@@ -92,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     kwargs.update(args.dataset_options or {})                       # --dataset-options 覆盖检查点的设置
     dataset = build_dataset(name, root=data_dir, split=args.split, **kwargs)
     indices = None if args.max_images is None else list(range(min(len(dataset), args.max_images)))
-    result = evaluate_dataset(model, meta, dataset, device=device, indices=indices, **options)
+    result = evaluate_dataset(model, meta, dataset, device=device, indices=indices, **settings)
     result = {"checkpoint": str(args.checkpoint), "dataset": name, "split": args.split, **result}
     table = metrics_table(result["metrics"], meta.get("class_names"))
     header = f"{Path(args.checkpoint).name} on {name}/{args.split} ({result['n_images']} images)"

@@ -71,13 +71,18 @@ def _int_or_auto(text: str) -> int | str:
     return text if text == "auto" else int(text)
 
 
-def _json_dict(text: str) -> dict[str, Any]:
+def json_object(text: str) -> dict[str, Any]:
+    """An argparse type: a JSON object (``--dataset-options``, dict fields). JSON 对象
+
+    >>> json_object('{"n_val": 3}')
+    {'n_val': 3}
+    """
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object such as '{\"key\": 1}'")
+        raise argparse.ArgumentTypeError("expected a JSON object such as '{\"n_val\": 3, \"n_holdout\": 3}'")
     return value
 
 
@@ -92,7 +97,7 @@ def _flag_kind(hint: Any) -> dict[str, Any]:
     if bases == {list}:
         return {"type": float, "nargs": "+", "metavar": "W"}
     if bases == {dict}:
-        return {"type": _json_dict, "metavar": "JSON"}
+        return {"type": json_object, "metavar": "JSON"}
     for base, metavar in ((int, "N"), (float, "X")):
         if bases == {base}:
             return {"type": _optional(base) if optional else base, "metavar": f"{metavar}|none" if optional else metavar}

@@ -271,16 +271,16 @@ def predict_image(
     threshold: float = 0.5,
     mask_values: Sequence[int] | None = None,
     tile: int | Sequence[int] | None = None,
+    tta: bool = False,
     overlap: float = 0.25,
     tile_batch: int = 4,
     blend: str = "gaussian",
-    tta: bool = False,
+    max_memory_mb: float | None = DEFAULT_MEMORY_CAP_MB,
     device: str | torch.device | None = None,
     amp: str | AmpPolicy | None = "auto",
     resize_back: bool = True,
     name: str | None = None,
     enhance: str = "none",
-    max_memory_mb: float | None = DEFAULT_MEMORY_CAP_MB,
 ) -> Prediction:
     """Predict one raw image with the training preprocessing, at the image's own size.
     用训练时的预处理预测一张原始图像，输出与输入同尺寸
@@ -299,15 +299,15 @@ def predict_image(
         threshold: foreground threshold (``p[1] >= threshold``) with two classes; unused for more. 两类时的阈值
         mask_values: ``meta["mask_values"]``; class ``i`` is written as ``mask_values[i]``. None -> indices.
         tile: ``None`` for one whole-image pass, else the sliding-window tile size. None 表示整图推理
-        overlap, tile_batch, blend: sliding-window settings (:func:`sliding_window_inference`). 滑动窗口设置
         tta: flip test-time augmentation. 翻转测试时增强
+        overlap, tile_batch, blend: sliding-window settings (:func:`sliding_window_inference`). 滑动窗口设置
+        max_memory_mb: estimated MiB above which a whole image is tiled (:mod:`.memory`); None: never. 内存上限
         device: where the network runs; default: the model's device. 推理设备
         amp: a mode of :func:`unet_course.precision.amp_policy` or an ``AmpPolicy``. 混合精度
         resize_back: interpolate the probabilities back to ``(H, W)`` (default); ``False`` keeps ``(h, w)``,
             which shows why the step is needed when ``scale != 1``. 是否插值回原尺寸
         name: how to call the image in error messages. 错误消息中的图像名称
         enhance: the training's contrast enhancement (``meta["preprocess"]["enhance"]``). 对比度增强
-        max_memory_mb: estimated MiB above which a whole image is tiled (:mod:`.memory`); None: never. 内存上限
 
     Returns:
         :class:`Prediction` with ``probs`` ``(K, H, W)``, ``labels`` ``(H, W)``, ``mask`` ``(H, W)``.
