@@ -30,8 +30,10 @@ from unet_course.inference import (
     sliding_window_inference,
     tile_starts,
 )
+from unet_course.inference.predict import TTA_FLIPS, flip_batch_probs
 from unet_course.metrics import probs_to_labels
 from unet_course.model import UNet
+from unet_course.precision import as_policy
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -458,3 +460,17 @@ def test_fov_mask_is_found_and_blanks_outside(tmp_path: Path) -> None:
         find_fov_mask(tmp_path / "missing", Path("01_test.tif"))
     with pytest.raises(DataError, match="6x4"):
         apply_fov(np.zeros((5, 5), np.uint8), found, background=0)
+
+
+def test_flip_tta_on_the_cpu_runs_one_flip_per_pass_and_matches_the_batched_path():
+    """On the CPU a batch of four flips is slower than four passes, so predict_probs runs them one at a time.
+    CPU 上逐个翻转前向；结果与拼成批量的路径一致"""
+    torch.manual_seed(0)
+    model = UNet(3, 2, base_channels=4, depth=2).eval()
+    batches = []
+    model.register_forward_hook(lambda _m, args, _out: batches.append(int(args[0].shape[0])))
+    x = torch.randn(1, 3, 24, 20)                                             # (1, C, H, W)
+    probs = predict_probs(model, x, tta=True, amp="off")
+    assert batches == [1, 1, 1, 1]                                            # four passes of one image 四次单图前向
+    batched = flip_batch_probs(model, x, TTA_FLIPS, "multiclass", torch.device("cpu"), as_policy("off", "cpu"))
+    assert torch.allclose(probs, batched, atol=1e-5)

@@ -36,7 +36,7 @@ field                                     meaning
 ``predict.size``, ``amp``, ``tile``       image size (H, W), AMP policy and tile side of the predict section
 ``predict.variants.<v>.seconds_per_image``  median wall seconds per image (``cpu_seconds_per_image``: CPU time)
 ``predict.tta_vs_whole``                  ``whole+tta`` time over ``whole`` (4 flips cost at most 4x)
-``predict.tta_batch_speedup``             four flip passes over the four flips as one batch of 4
+``predict.tta_batch_speedup``             four flip passes over one batch of 4 flips (> 1: batching wins)
 ``predict.tiled_vs_whole``                tiled time over whole-image time
 ``levers.levers.<l>.seconds_per_step``    median step time of lever ``l`` (``step_times_s``: every step)
 ``levers.levers.<l>.speedup_vs_model_alone``  ``model_alone`` time over the lever's time (> 1: faster)

@@ -144,7 +144,7 @@ def _logits(model: nn.Module, x: torch.Tensor, device: torch.device, policy: Amp
         return model(x).float().cpu()                                 # (N, K, h, w)
 
 
-def _flip_batch_probs(model: nn.Module, x: torch.Tensor, flips: Sequence[tuple[int, ...]], mode: str,
+def flip_batch_probs(model: nn.Module, x: torch.Tensor, flips: Sequence[tuple[int, ...]], mode: str,
                       device: torch.device, policy: AmpPolicy) -> torch.Tensor:
     """Flip TTA in one forward pass: the flipped copies are stacked into one batch. 把各翻转拼成一个批量，一次前向"""
     b = x.shape[0]
@@ -158,15 +158,20 @@ def _flip_batch_probs(model: nn.Module, x: torch.Tensor, flips: Sequence[tuple[i
 
 
 def _auto_tile(model: nn.Module, x: torch.Tensor, n_flips: int, tile_batch: int, policy: AmpPolicy,
-               max_memory_mb: float | None) -> tuple[bool, int | None]:
+               max_memory_mb: float | None, device: torch.device) -> tuple[bool, int | None]:
     """``(flip_batch, tile)`` for a whole-image request: tiles only when one pass would exceed the memory cap.
     整图请求的执行方式：只有超过内存上限时才改为切片
+
+    The flips are stacked into one batch only on CUDA, where a larger batch fills the GPU. On the CPU a batch of
+    four DRIVE-sized images runs slower than four passes (1.57x on the 2-core CPU of this project's README:
+    ``unet-course bench --predict`` reports it as ``tta_batch_speedup``), so the flips go one at a time there.
+    只在 CUDA 上把翻转拼成一个批量；CPU 上四张图的批量比四次前向更慢，因此逐个翻转
     """
     value_bytes = 2 if policy.enabled else 4                          # 16 位 autocast 时每个激活 2 字节
     height, width = int(x.shape[-2]), int(x.shape[-1])
     plan = plan_whole_image(model, int(x.shape[0]), height, width, n_flips, value_bytes, max_memory_mb)
     if not plan["tiles"]:
-        return plan["flip_batch"], None
+        return plan["flip_batch"] and device.type == "cuda", None
     assert max_memory_mb is not None
     tile = min(auto_tile(model, tile_batch, value_bytes, max_memory_mb), max(height, width))
     say_once("auto-tile", f"A whole {width}x{height} image needs about {plan['estimate_mb']:.0f} MiB for one forward "
@@ -193,10 +198,12 @@ def predict_probs(
     """Class probabilities for a preprocessed batch, whole image or tiled, optionally with flip TTA.
     对已预处理的批量计算类别概率（整图或切片，可选翻转 TTA）
 
-    Whole image (``tile=None``): with TTA the four flipped copies go through the network as one batch of ``4B``
-    when the estimate of :func:`~unet_course.inference.memory.estimate_forward_mb` fits ``max_memory_mb``, one
-    flip at a time when only one fits, and in tiles (said once, with a warning) when not even one fits.
-    整图时：TTA 的四个翻转在内存允许时拼成一个批量一次前向；只放得下一个时逐个前向；一个都放不下时自动切片并提示一次
+    Whole image (``tile=None``): with TTA on CUDA the four flipped copies go through the network as one batch of
+    ``4B`` when the estimate of :func:`~unet_course.inference.memory.estimate_forward_mb` fits ``max_memory_mb``;
+    on the CPU (where that batch is slower), or when only one copy fits, one flip at a time; in tiles (said once,
+    with a warning) when not even one fits.
+    整图时：CUDA 上 TTA 的四个翻转在内存允许时拼成一个批量一次前向；CPU 上（批量更慢）或只放得下一个时逐个前向；
+    一个都放不下时自动切片并提示一次
 
     Args:
         model: the network (the caller sets eval mode). 网络
@@ -214,9 +221,9 @@ def predict_probs(
     flips = TTA_FLIPS if tta else TTA_FLIPS[:1]
     tile = tile or None                                               # 0 与 None 都表示整图
     if tile is None:
-        flip_batch, tile = _auto_tile(model, x, len(flips), tile_batch, policy, max_memory_mb)
+        flip_batch, tile = _auto_tile(model, x, len(flips), tile_batch, policy, max_memory_mb, device)
         if flip_batch:
-            return _flip_batch_probs(model, x, flips, mode, device, policy)
+            return flip_batch_probs(model, x, flips, mode, device, policy)
     total: torch.Tensor | None = None
     for dims in flips:
         xi = x.flip(dims) if dims else x                              # 翻转输入
