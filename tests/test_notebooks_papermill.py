@@ -60,7 +60,6 @@ def test_training_notebook_names_a_bad_parameter(tmp_path: Path):
     assert not (tmp_path / "runs").exists()                      # stopped before any training 训练开始之前就停止
 
 
-@pytest.mark.xfail(reason="open: notebook 05 rewritten this session fails its self-check with the 1-epoch parameters; see the closing note of issue #13", strict=False)
 def test_prediction_notebook_runs_on_drive_with_injected_parameters(drive_root: Path, tmp_path: Path):
     from unet_course.notebook_tools import execute_headless
 
