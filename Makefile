@@ -15,7 +15,7 @@ help:
 	@echo "make course     run the five course notebooks with papermill on the synthetic default data"
 	@echo "make test       run the unit tests, nbval over the notebooks and the browser test"
 	@echo "make browser-test  run every notebook in JupyterLab in headless Chromium (screenshots in runs/browser/)"
-	@echo "make notebooks  re-execute the committed notebooks in place (maintainers)"
+	@echo "make notebooks  re-execute the committed notebooks and the Kaggle launcher in place (maintainers)"
 	@echo "make bench      print the CPU benchmark as JSON"
 
 # The stamp makes re-runs quick: pip runs again only when pyproject.toml changes.
@@ -58,6 +58,7 @@ browser-test: $(STAMP)
 
 notebooks: $(STAMP)
 	$(BIN)/python -m unet_course.notebook_tools execute notebooks/*.ipynb
+	$(BIN)/python -m unet_course.notebook_tools store-launcher
 
 bench: $(STAMP)
 	$(BIN)/python -m unet_course bench

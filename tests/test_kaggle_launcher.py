@@ -78,6 +78,9 @@ def test_launcher_has_a_parameters_cell_and_clean_stored_outputs():
     for prefix in ("/tmp/", "/work/", "/home/", "/root/", "/Users/"):
         assert prefix not in text, f"an absolute path {prefix}... is stored in the launcher's outputs"
     assert "widgets" not in nb.metadata
+    printed = "".join(o.get("text", "") for c in code for o in c.get("outputs", []))
+    assert "notebooks ok: 5 of 5" in printed, "store the launcher's run of all five notebooks (make notebooks)"
+    assert "wandb sync course/runs/04_training_loop/" in printed    # 04's offline run is found one level deeper
 
 
 def test_launcher_finds_offline_runs_at_any_depth(tmp_path: Path):

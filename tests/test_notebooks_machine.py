@@ -1,5 +1,5 @@
-"""The stored outputs of the five notebooks come from one pass on one machine.
-五个 notebook 的存储输出来自同一台机器上的同一次执行
+"""The stored outputs of the five notebooks and the Kaggle launcher come from one pass on one machine.
+五个 notebook 与 Kaggle 启动器的存储输出来自同一台机器上的同一次执行
 """
 
 from __future__ import annotations
@@ -9,13 +9,15 @@ from pathlib import Path
 
 from unet_course.notebook_tools import executed_on
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("0*.ipynb"))
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
+LAUNCHER = ROOT / "kaggle" / "unet_course_kaggle.ipynb"
 
 
-def test_five_notebooks_record_the_same_machine():
+def test_five_notebooks_and_the_launcher_record_the_same_machine():
     assert len(NOTEBOOKS) == 5
     records = {nb.name: json.loads(nb.read_text())["metadata"].get("unet_course", {}).get("executed_on")
-               for nb in NOTEBOOKS}
+               for nb in [*NOTEBOOKS, LAUNCHER]}
     missing = [name for name, rec in records.items() if not rec]
     assert not missing, f"re-execute with `make notebooks`: no executed_on in {missing}"
     first = next(iter(records.values()))

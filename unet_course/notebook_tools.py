@@ -5,6 +5,7 @@
   committed notebooks untouched. 用 papermill 把五个 notebook 执行到 runs/course-<时间>/，不改动仓库中的 notebook
 - ``execute_in_place()`` re-executes the committed notebooks (``make notebooks``) and strips widget state and
   volatile metadata, so that nbval compares stable outputs. 原地重新执行并清理易变元数据，供 nbval 比较
+- ``store_launcher()`` executes the Kaggle launcher once and stores its outputs. 执行一次 Kaggle 启动器并保存输出
 - ``record_result()`` is called by a notebook's last cell to report its key metric to the course run.
   notebook 最后一个单元调用它，向课程运行报告关键指标
 """
@@ -337,6 +338,36 @@ def execute_in_place(paths: list[str | Path], timeout: int = 900, kernel_name: s
         print(f"{path.name}: executed in {time.perf_counter() - start:.1f}s")
 
 
+LAUNCHER = REPO_ROOT / "kaggle" / "unet_course_kaggle.ipynb"
+
+
+def store_launcher(path: str | Path = LAUNCHER, work_dir: str | Path | None = None) -> None:
+    """Execute the Kaggle launcher once, as Kaggle would, and store its outputs (``make notebooks``).
+    像 Kaggle 那样执行一次启动器并保存其输出
+
+    The launcher runs all five notebooks on the synthetic data with offline wandb, from this checkout
+    (``install=False``: the package is installed already), in a temporary work folder in place of
+    ``/kaggle/working``. The injected-parameters cell is dropped, absolute paths become ``<path>``, and
+    :func:`executed_on` is recorded, so the stored copy shows what a Kaggle user sees after *Run all*.
+    在临时目录中代替 /kaggle/working，以合成数据和离线 wandb 运行全部五个 notebook；去掉注入参数单元，绝对路径改为 <path>
+    """
+    import tempfile
+
+    import nbformat
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="unet-course-kaggle-") as tmp:
+        params = {"repo_dir": str(REPO_ROOT), "work_dir": str(Path(work_dir or tmp) / "working"),
+                  "dataset": "synthetic", "data_dir": "", "install": False, "wandb_mode": "offline"}
+        start = time.perf_counter()
+        nb = execute_headless(path, Path(tmp) / path.name, parameters=params, cwd=tmp)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    clean_notebook(nb)
+    nb.metadata["unet_course"] = {"executed_on": executed_on()}
+    nbformat.write(nb, path)
+    print(f"{path.name}: executed in {time.perf_counter() - start:.1f}s")
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -348,9 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=int, default=900)
     p = sub.add_parser("clean", help="strip widget state and volatile metadata only")
     p.add_argument("paths", nargs="+")
+    sub.add_parser("store-launcher", help="execute the Kaggle launcher once on the synthetic data, store its outputs")
     args = parser.parse_args(argv)
     if args.cmd == "execute":
         execute_in_place(args.paths, timeout=args.timeout)
+    elif args.cmd == "store-launcher":
+        store_launcher()
     else:
         import nbformat
 
