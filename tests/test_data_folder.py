@@ -116,15 +116,21 @@ def test_any_extension_and_equal_stems(tmp_path):
         assert np.array_equal(ds.raw(i)[1], _car(i)[1] * 255)
 
 
-def test_gray_images_repeat_to_rgb_when_asked(tmp_path):
-    imgs, masks = tmp_path / "images", tmp_path / "masks"
+def _write_pairs(root: Path, name: str, mask_suffix: str, gray: bool = False) -> tuple[Path, Path]:
+    """Three PNG pairs ``images/<name><i>.png`` + ``masks/<name><i><mask_suffix>.png``. 三对 PNG 图像与掩码"""
+    imgs, masks = root / "images", root / "masks"
     imgs.mkdir()
     masks.mkdir()
     for i in range(3):
         img, mask = _car(i)
-        gray = img.mean(2).astype(np.uint8)
-        (imgs / f"g{i}.png").write_bytes(_encode(gray, "PNG"))
-        (masks / f"g{i}_mask.png").write_bytes(_encode(mask, "PNG"))
+        img = img.mean(2).astype(np.uint8) if gray else img               # (H, W) or (H, W, 3)
+        (imgs / f"{name}{i}.png").write_bytes(_encode(img, "PNG"))
+        (masks / f"{name}{i}{mask_suffix}.png").write_bytes(_encode(mask, "PNG"))
+    return imgs, masks
+
+
+def test_gray_images_repeat_to_rgb_when_asked(tmp_path):
+    imgs, masks = _write_pairs(tmp_path, "g", "_mask", gray=True)
     native = FolderPairs(imgs, masks)
     assert native.in_channels == 1 and native[0]["image"].shape == (1, H, W)
     rgb = FolderPairs(imgs, masks, in_channels=3)
@@ -134,13 +140,7 @@ def test_gray_images_repeat_to_rgb_when_asked(tmp_path):
 
 
 def test_mask_suffix_is_honoured_and_strict_false_skips(tmp_path):
-    imgs, masks = tmp_path / "im", tmp_path / "lb"
-    imgs.mkdir()
-    masks.mkdir()
-    for i in range(3):
-        img, mask = _car(i)
-        (imgs / f"a{i}.png").write_bytes(_encode(img, "PNG"))
-        (masks / f"a{i}_label.png").write_bytes(_encode(mask, "PNG"))
+    imgs, masks = _write_pairs(tmp_path, "a", "_label")
     (imgs / "lonely.png").write_bytes(_encode(_car(5)[0], "PNG"))
     with pytest.warns(UserWarning, match="lonely"):
         ds = FolderPairs(imgs, masks, mask_suffix="_label", strict=False)
