@@ -24,6 +24,7 @@ from unet_course.inference import (
     evaluate_dataset,
     find_fov_mask,
     load_image,
+    network_input,
     predict_image,
     predict_probs,
     score_prediction,
@@ -474,3 +475,18 @@ def test_flip_tta_on_the_cpu_runs_one_flip_per_pass_and_matches_the_batched_path
     assert batches == [1, 1, 1, 1]                                            # four passes of one image 四次单图前向
     batched = flip_batch_probs(model, x, TTA_FLIPS, "multiclass", torch.device("cpu"), as_policy("off", "cpu"))
     assert torch.allclose(probs, batched, atol=1e-5)
+
+
+def test_network_input_is_what_predict_image_feeds_the_network():
+    """network_input is the one home of raw image -> network tensor; predict_image's probabilities follow from it.
+    network_input 是原始图像到网络输入的唯一实现"""
+    torch.manual_seed(0)
+    model = UNet(3, 2, base_channels=4, depth=2).eval()
+    img, _ = toy_sample(30, 26)
+    x, size = network_input(model, img, mean=MEAN, std=STD, scale=0.5)
+    assert size == (30, 26) and tuple(x.shape) == (1, 3, 15, 13) and x.dtype == torch.float32
+    direct = predict_probs(model, x, amp="off")                                          # (1, 2, 15, 13)
+    pred = predict_image(model, img, mean=MEAN, std=STD, scale=0.5, amp="off", resize_back=False)
+    assert np.allclose(pred.probs, direct[0].numpy(), atol=1e-6)
+    with pytest.raises(DataError, match="expects 1"):
+        network_input(UNet(1, 2, base_channels=4, depth=2), img, mean=(0.5,), std=(0.2,))   # RGB into a gray model

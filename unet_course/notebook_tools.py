@@ -12,10 +12,12 @@
 
 from __future__ import annotations
 
+import argparse
 import html as _html
 import json
 import os
 import re
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +96,7 @@ def execute_headless(notebook: str | Path, output: str | Path, parameters: dict[
     Returns:
         The executed notebook (papermill's return value). Raises what papermill raises on a failing cell.
     """
-    import papermill as pm
+    import papermill as pm  # deferred: slow to import, and record_result (used in every notebook) needs none of it
 
 
     old = os.environ.get(HEADLESS_ENV)
@@ -301,7 +303,7 @@ def clean_notebook(nb: Any) -> Any:
 
 def _as_node(out: Any) -> Any:
     """Plain dicts -> nbformat nodes (attribute access, as nbformat.read gives). 转为 nbformat 节点"""
-    import nbformat
+    import nbformat  # deferred: notebooks import this module for record_result, which needs none of Jupyter
 
     return nbformat.from_dict(out)
 
@@ -322,7 +324,7 @@ def execute_in_place(paths: list[str | Path], timeout: int = 900, kernel_name: s
     """Re-execute notebooks in place (cwd = their folder), then clean them and record :func:`executed_on`.
     原地重新执行 notebook（工作目录为其所在目录），然后清理并记录机器信息
     """
-    import nbformat
+    import nbformat  # deferred, as above
     from nbclient import NotebookClient
 
     os.environ.setdefault("UNET_COURSE_QUIET", "1")
@@ -351,9 +353,7 @@ def store_launcher(path: str | Path = LAUNCHER, work_dir: str | Path | None = No
     :func:`executed_on` is recorded, so the stored copy shows what a Kaggle user sees after *Run all*.
     在临时目录中代替 /kaggle/working，以合成数据和离线 wandb 运行全部五个 notebook；去掉注入参数单元，绝对路径改为 <path>
     """
-    import tempfile
-
-    import nbformat
+    import nbformat  # deferred: notebooks import this module for record_result, which needs none of Jupyter
 
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="unet-course-kaggle-") as tmp:
@@ -369,8 +369,6 @@ def store_launcher(path: str | Path = LAUNCHER, work_dir: str | Path | None = No
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m unet_course.notebook_tools",
                                      description="Maintain the course notebooks.")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -386,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "store-launcher":
         store_launcher()
     else:
-        import nbformat
+        import nbformat  # deferred, as above
 
         for path in args.paths:
             nb = nbformat.read(path, as_version=4)

@@ -2,7 +2,7 @@
 第 05 课：预测。重叠切片滑动窗口、整图预测与翻转 TTA、评分、视野掩码
 
 - :mod:`.tiling`: ``tile_starts``, ``blend_weights``, ``sliding_window_inference`` (the overlap-tile strategy)
-- :mod:`.predict`: ``Prediction``, ``predict_image``, ``predict_with_meta``, ``predict_probs``, ``settings_from_meta``
+- :mod:`.predict`: ``Prediction``, ``predict_image``, ``network_input``, ``predict_with_meta``, ``predict_probs``, ``settings_from_meta``
 - :mod:`.scoring`: ``score_prediction``, ``evaluate_dataset``, ``compare_resize_vs_sliding``, ``masked_target``
 - :mod:`.fov`: ``find_fov_mask``, ``apply_fov``
 - :mod:`.memory`: ``estimate_forward_mb``, ``DEFAULT_MEMORY_CAP_MB`` (when a whole image is tiled automatically)
@@ -20,6 +20,7 @@ from .predict import (
     TTA_FLIPS,
     Prediction,
     load_image,
+    network_input,
     predict_image,
     predict_probs,
     predict_with_meta,
@@ -48,6 +49,7 @@ __all__ = [
     "find_fov_mask",
     "load_image",
     "masked_target",
+    "network_input",
     "predict_image",
     "predict_probs",
     "predict_with_meta",

@@ -163,8 +163,9 @@ def _auto_tile(model: nn.Module, x: torch.Tensor, n_flips: int, tile_batch: int,
     整图请求的执行方式：只有超过内存上限时才改为切片
 
     The flips are stacked into one batch only on CUDA, where a larger batch fills the GPU. On the CPU a batch of
-    four DRIVE-sized images runs slower than four passes (1.57x on the 2-core CPU of this project's README:
-    ``unet-course bench --predict`` reports it as ``tta_batch_speedup``), so the flips go one at a time there.
+    four DRIVE-sized images runs slower than four passes (1.7x slower for a base-32 U-Net, 2.5x for base 64, on the
+    2-core CPU of this project's README; ``unet-course bench --predict`` reports it as ``tta_batch_speedup``), so
+    the flips go one at a time there.
     只在 CUDA 上把翻转拼成一个批量；CPU 上四张图的批量比四次前向更慢，因此逐个翻转
     """
     value_bytes = 2 if policy.enabled else 4                          # 16 位 autocast 时每个激活 2 字节
@@ -254,6 +255,26 @@ def _prepare(model: nn.Module, image: Any, label: str, enhance: str) -> np.ndarr
         ) from None
 
 
+def network_input(model: nn.Module, image: Any, *, mean: Sequence[float], std: Sequence[float],
+                  scale: float = 1.0, enhance: str = "none",
+                  name: str = "image") -> tuple[torch.Tensor, tuple[int, int]]:
+    """The tensor the network sees for one raw image, exactly as :func:`predict_image` builds it.
+    一张原始图像对应的网络输入，与 predict_image 的构造完全相同
+
+    Steps: load -> ``enhance`` (e.g. green channel + CLAHE) -> channels matched to the model -> resize by
+    ``scale`` -> ``(x / 255 - mean) / std``.
+
+    Returns:
+        float32 ``(1, C, h, w)`` and the raw image's ``(H, W)``.
+
+    Raises:
+        DataError: unreadable image or channels that do not fit the model. ConfigError: a bad ``scale``.
+    """
+    img = _prepare(model, image, name, enhance)                       # (H, W, C) uint8
+    x = torch.as_tensor(preprocess_image(img, mean, std, check_scale(scale)), dtype=torch.float32)
+    return x, (int(img.shape[0]), int(img.shape[1]))                  # (1, C, h, w), (H, W)
+
+
 def _forward(model: nn.Module, x: torch.Tensor, device: str | torch.device | None,
              options: dict[str, Any]) -> torch.Tensor:
     """:func:`predict_probs` in eval mode; the model's train/eval mode is restored. 在 eval 模式下推理"""
@@ -330,10 +351,7 @@ def predict_image(
         pred.mask.shape        # (584, 565), values {0, 255}
     """
     label = name or (str(image) if isinstance(image, (str, os.PathLike)) else "image")
-    img = _prepare(model, image, label, enhance)                      # (H, W, C) uint8
-    height, width = img.shape[:2]
-    x = torch.as_tensor(preprocess_image(img, mean, std, check_scale(scale)), dtype=torch.float32)
-    x = x[None] if x.ndim == 3 else x                                 # (1, C, h, w)
+    x, (height, width) = network_input(model, image, mean=mean, std=std, scale=scale, enhance=enhance, name=label)
     options = dict(mode=mode, tile=tile, overlap=overlap, tile_batch=tile_batch, blend=blend, tta=tta, amp=amp,
                    max_memory_mb=max_memory_mb)
     probs = _forward(model, x, device, options)                       # (1, K, h, w)
