@@ -106,6 +106,13 @@ def test_train_bench_course_check_outputs_first(tmp_path, monkeypatch, capsys, c
     assert err.startswith("error: ") and command[-1] in err and str(tmp_path / "a_file") in err
 
 
+def test_bench_checks_the_peer_folder_before_timing_anything(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("unet_course.bench._bench_mode", _boom)
+    assert cli.main(["bench", "--peer-dir", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --peer-dir") and "nowhere" in err and "git clone" in err
+
+
 def test_predict_checks_its_output_before_loading_the_model(tmp_path, monkeypatch, capsys):
     inputs = _images(tmp_path / "images", "x.png")
     monkeypatch.setattr("unet_course.cli.predict.load_model", _boom)

@@ -16,7 +16,8 @@ import tifffile
 import torch
 from cli_helpers import predict_cli, toy_sample, write_checkpoint
 
-from unet_course.bench import LEVERS, PREDICT_VARIANTS, lean_loss, run_benchmark
+from unet_course.bench import LEVERS, PEER_VARIANTS, PREDICT_VARIANTS, lean_loss, run_benchmark
+from unet_course.bench.peer import load_peer
 from unet_course.cli.evaluate import configure_parser as evaluate_parser
 from unet_course.cli.evaluate import dataset_kwargs
 from unet_course.cli.options import add_train_config_arguments
@@ -213,3 +214,49 @@ def test_bench_predict_and_levers_sections_have_their_fields():
         assert res["seconds_per_step"] > 0
     with pytest.raises(ConfigError, match="lever"):
         run_benchmark(levers=True, lever_names=["warp_drive"], device="cpu")
+
+
+def _fake_peer(root):
+    """A folder shaped like a Pytorch-UNet checkout: a ``unet`` package with a relative import, and a Dice loss."""
+    (root / "unet").mkdir(parents=True)
+    (root / "utils").mkdir()
+    (root / "unet" / "__init__.py").write_text("from .unet_model import UNet\n")
+    (root / "unet" / "unet_model.py").write_text(
+        "from unet_course.model import UNet as _Base\n\n"
+        "class UNet(_Base):\n"
+        "    def __init__(self, n_channels, n_classes, bilinear=False):\n"
+        "        super().__init__(n_channels, n_classes, 64, 4, bilinear)\n"
+        "        self.n_classes = n_classes\n")
+    (root / "utils" / "dice_score.py").write_text(
+        "def dice_loss(input, target, multiclass=False):\n"
+        "    inter = 2 * (input * target).sum()\n"
+        "    return 1 - (inter + 1e-6) / (input.sum() + target.sum() + 1e-6)\n")
+    return root
+
+
+def test_bench_peer_section_times_three_variants_from_a_checkout(tmp_path, one_thread):
+    peer = _fake_peer(tmp_path / "Pytorch-UNet")
+    report = run_benchmark(image_size=32, batch_size=1, steps=1, warmup=0, device="cpu", train=False, infer=False,
+                           peer_dir=str(peer))
+    json.dumps(report)
+    sec = report["peer"]
+    assert set(sec["variants"]) == set(PEER_VARIANTS) and report["config"]["peer"] is True
+    for res in sec["variants"].values():
+        assert res["seconds_per_step"] > 0 and len(res["step_times_s"]) == 1
+    ratio = sec["variants"]["peer"]["seconds_per_step"] / sec["variants"]["engine"]["seconds_per_step"]
+    assert sec["engine_vs_peer"] == pytest.approx(ratio, abs=1e-3)
+
+
+def test_bench_peer_refuses_a_folder_that_is_not_a_checkout_and_another_model(tmp_path):
+    with pytest.raises(ConfigError, match=r"not a checkout of Pytorch-UNet.*git clone"):
+        run_benchmark(device="cpu", train=False, infer=False, peer_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="fixed at base 64"):
+        run_benchmark(base_channels=8, device="cpu", train=False, infer=False,
+                      peer_dir=str(_fake_peer(tmp_path / "p")))
+
+
+def test_bench_peer_names_the_folder_when_its_code_fails_to_import(tmp_path):
+    peer = _fake_peer(tmp_path / "p")
+    (peer / "unet" / "unet_model.py").write_text("raise RuntimeError('broken checkout')\n")
+    with pytest.raises(ConfigError, match=r"Could not import the peer's code from .*broken checkout"):
+        load_peer(peer)

@@ -9,6 +9,8 @@ Three sections, each in its own module: 三个部分，各在一个模块中：
   flip TTA, at a DRIVE-like size; 整图与切片预测每张图像的秒数
 - :mod:`.levers` (``levers=True``): the training engine against the model alone, and each speed lever.
   训练引擎相对最小循环的开销，以及各提速手段
+- :mod:`.peer` (``peer_dir=...``): the training engine against an outside U-Net loop (a checkout of
+  Pytorch-UNet) at equal model. 与外部 U-Net 训练循环在相同模型下对比
 
 Timings from a machine shared with other jobs are noisy: every section alternates its variants round by round and
 reports medians, so compare the ratios inside one report, not absolute seconds across reports.
@@ -43,6 +45,10 @@ field                                     meaning
 ``levers.levers.compile.compile_s``       the first call of the compiled model (compilation included)
 ``levers.levers.<l>.skipped``             why the lever could not run here
 ``levers.engine_vs_model_alone``          ``engine`` time over ``model_alone`` time (> 1: engine overhead)
+``peer.variants.<v>.seconds_per_step``    median step of ``engine``, ``ours_in_peer_loop``, ``peer``
+                                          (``img_per_s``, ``step_times_s``); ``peer.amp``: their precision
+``peer.engine_vs_peer``                   ``peer`` time over ``engine`` time (> 1: this project is faster)
+``peer.ours_in_peer_loop_vs_peer``        ``peer`` time over this project's model in the peer's loop
 ``train_step``, ``memory_note``           what a mode's train step runs and how memory is measured
 ========================================  ========================================================================
 """
@@ -60,6 +66,7 @@ from ..model import UNet, count_parameters
 from ..precision import cpu_has_fast_bf16
 from .levers import LEVERS, bench_levers, lean_loss
 from .modes import CPU_MODES_NO_BF16, DEFAULT_MODES, _bench_mode, count_flops, default_mode, parse_mode
+from .peer import PEER_VARIANTS, bench_peer, check_peer
 from .predict import PREDICT_VARIANTS, bench_predict
 
 #: DRIVE's image size (height, width), the default of the predict section. DRIVE 图像尺寸
@@ -74,7 +81,8 @@ def _check_args(sizes: dict[str, int], warmup: int, sections: tuple[bool, ...]) 
     if warmup < 0:
         raise ConfigError(f"bench warmup must be >= 0, got {warmup!r}.")
     if not any(sections):
-        raise ConfigError("Nothing to measure: both train and infer are off.")
+        raise ConfigError("Nothing to measure: train and infer are off and no --predict, --levers or --peer-dir "
+                          "section was asked for.")
 
 
 def _modes_for(dev: torch.device, modes: tuple[str, ...] | list[str] | None) -> list[str]:
@@ -128,7 +136,8 @@ def run_benchmark(base_channels: int = 64, depth: int = 4, image_size: int = 256
                   in_channels: int = 3, n_classes: int = 2, bilinear: bool = False, seed: int = 0,
                   threads: int | None = None, verbose: bool = False, predict: bool = False,
                   predict_size: tuple[int, int] = DRIVE_SIZE, predict_tile: int = 256, levers: bool = False,
-                  lever_names: tuple[str, ...] | list[str] | None = None) -> dict[str, Any]:
+                  lever_names: tuple[str, ...] | list[str] | None = None,
+                  peer_dir: str | None = None) -> dict[str, Any]:
     """Measure training and inference throughput and peak memory of a U-Net, mode by mode; optionally the predict
     and levers sections. 逐模式测量吞吐量与峰值内存；可选预测与提速手段两部分
 
@@ -147,6 +156,7 @@ def run_benchmark(base_channels: int = 64, depth: int = 4, image_size: int = 256
         verbose: print progress lines to stderr. 向 stderr 输出进度
         predict, predict_size, predict_tile: run the predict section at ``(H, W)`` with that tile. 预测部分
         levers, lever_names: run the levers section (default: every name of :data:`LEVERS`). 提速手段部分
+        peer_dir: run the peer section against this checkout of Pytorch-UNet (None: skip). 外部对比部分
 
     Returns:
         A JSON-safe dict; every field is listed in the module docstring. 字段见模块说明
@@ -157,7 +167,7 @@ def run_benchmark(base_channels: int = 64, depth: int = 4, image_size: int = 256
     _check_args({"base_channels": base_channels, "depth": depth, "image_size": image_size,
                  "batch_size": batch_size, "steps": steps, "predict_tile": predict_tile,
                  "predict_height": predict_size[0], "predict_width": predict_size[1]}, warmup,
-                (train, infer, predict, levers))
+                (train, infer, predict, levers, peer_dir is not None))
     unknown = sorted(set(lever_names or ()) - set(LEVERS))
     if unknown:
         raise ConfigError(f"Unknown bench lever(s) {unknown}; choose from: {', '.join(LEVERS)}.")
@@ -169,7 +179,9 @@ def run_benchmark(base_channels: int = 64, depth: int = 4, image_size: int = 256
            "steps": steps, "warmup": warmup, "in_channels": in_channels, "n_classes": n_classes,
            "bilinear": bilinear, "seed": seed, "train": train, "infer": infer, "modes": list(mode_list),
            "predict": predict, "predict_size": [int(v) for v in predict_size], "predict_tile": int(predict_tile),
-           "levers": list(lever_names or LEVERS) if levers else []}
+           "levers": list(lever_names or LEVERS) if levers else [], "peer": peer_dir is not None}
+    if peer_dir is not None:
+        check_peer(cfg, peer_dir)                           # 先检查，避免测完其他部分才报错
     flops = count_flops(base_channels, depth, image_size, in_channels, n_classes, bilinear)
     report = _header(cfg, dev, flops)
     for m in mode_list:
@@ -182,8 +194,10 @@ def run_benchmark(base_channels: int = 64, depth: int = 4, image_size: int = 256
         report["predict"] = bench_predict(cfg, dev, verbose)
     if levers:
         report["levers"] = bench_levers(cfg, dev, verbose)
+    if peer_dir is not None:
+        report["peer"] = bench_peer(cfg, dev, peer_dir, verbose)
     return report
 
 
-__all__ = ["DRIVE_SIZE", "LEVERS", "PREDICT_VARIANTS", "bench_levers", "bench_predict", "count_flops",
+__all__ = ["DRIVE_SIZE", "LEVERS", "PEER_VARIANTS", "PREDICT_VARIANTS", "bench_levers", "bench_peer", "bench_predict", "count_flops",
            "default_mode", "lean_loss", "parse_mode", "run_benchmark"]

@@ -28,7 +28,6 @@ round, so a burst of load from another process hits them alike) and are reported
 from __future__ import annotations
 
 import copy
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,7 +40,7 @@ from ..losses import SegmentationLoss
 from ..model import UNet
 from ..precision import amp_policy, autocast, make_scaler, prefer_channels_last
 from ..training import build_optimizer, train_one_epoch
-from .modes import say, sync
+from .modes import alternate, say, sync
 
 #: The levers, in the order they run each round. 各手段（每轮的运行顺序）
 LEVERS = ("engine", "model_alone", "sync_each_step", "clip", "fused_adamw", "foreach_adamw", "engine_fused",
@@ -163,15 +162,7 @@ def bench_levers(cfg: dict[str, Any], device: torch.device, verbose: bool = Fals
     """
     names = [n for n in (cfg.get("levers") or LEVERS) if n in LEVERS]
     steps, skipped, info = _setup(cfg, device, names)
-    times: dict[str, list[float]] = {n: [] for n in steps}
-    for round_ in range(cfg["warmup"] + cfg["steps"]):
-        for name, step in steps.items():                                # 每轮各手段各一步
-            t0 = time.perf_counter()
-            step()
-            sync(device)
-            if round_ >= cfg["warmup"]:
-                times[name].append(time.perf_counter() - t0)
-    medians = {n: statistics.median(t) for n, t in times.items()}
+    medians, times = alternate(steps, cfg["warmup"], cfg["steps"], device)   # 每轮各手段各一步
     ref = medians.get("model_alone")
     levers: dict[str, Any] = dict(skipped)
     for name in names:

@@ -200,6 +200,23 @@ def time_phase(fn, warmup: int, steps: int, device: torch.device) -> list[float]
     return times
 
 
+def alternate(steps: dict[str, Any], warmup: int, rounds: int,
+              device: torch.device) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Run every step function once per round, in turn, and time the rounds after ``warmup``: a burst of load
+    from another process then hits all variants alike. Returns ``(median seconds, every time)`` per name.
+    每轮依次运行各单步函数并计时（预热轮不计），返回各自的中位时间与全部时间
+    """
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for round_ in range(warmup + rounds):
+        for name, step in steps.items():                                # 每轮各变体各一步
+            t0 = time.perf_counter()
+            step()
+            sync(device)
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}, times
+
+
 def summary(times: list[float], batch_size: int) -> dict[str, Any]:
     median = statistics.median(times)
     return {"img_per_s": batch_size / median, "img_per_s_mean": batch_size * len(times) / sum(times),

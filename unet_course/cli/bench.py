@@ -9,7 +9,8 @@ Example::
 
 ``--predict`` adds seconds per image of whole-image and tiled prediction (with and without flip TTA) at DRIVE's
 584 x 565; ``--levers`` adds the engine's overhead over the model alone (``engine_vs_model_alone``) and the gain
-of each speed lever. Every field of the JSON is described in :mod:`unet_course.bench`.
+of each speed lever; ``--peer-dir DIR`` adds this project's train step against the loop of a checkout of
+Pytorch-UNet at equal model (``engine_vs_peer``). Every field of the JSON is described in :mod:`unet_course.bench`.
 --predict 增加整图与切片预测的每图秒数；--levers 增加训练引擎开销与各提速手段；字段说明见 unet_course.bench
 """
 
@@ -55,6 +56,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--levers", nargs="?", const="all", default=None, metavar="NAMES",
                         help="also time the training engine against the model alone and each speed lever; "
                              f"optionally a comma-separated subset of: {', '.join(LEVERS)}")
+    parser.add_argument("--peer-dir", metavar="DIR", default=None,
+                        help="also time the train step against the loop of this checkout of "
+                             "github.com/milesial/Pytorch-UNet at equal model (base 64, depth 4)")
     parser.set_defaults(func=run_cli)
 
 
@@ -77,7 +81,7 @@ def run_cli(args: argparse.Namespace) -> int:
                            predict=getattr(args, "predict", False),
                            predict_size=tuple(getattr(args, "predict_size", DRIVE_SIZE)),
                            predict_tile=getattr(args, "predict_tile", 256), levers=levers is not None,
-                           lever_names=lever_names)
+                           lever_names=lever_names, peer_dir=getattr(args, "peer_dir", None))
     if output is not None:
         write_json(output, report, what="bench report")
     sys.stdout.write(json.dumps(report, indent=2) + "\n")
