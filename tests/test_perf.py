@@ -260,3 +260,7 @@ def test_bench_peer_names_the_folder_when_its_code_fails_to_import(tmp_path):
     (peer / "unet" / "unet_model.py").write_text("raise RuntimeError('broken checkout')\n")
     with pytest.raises(ConfigError, match=r"Could not import the peer's code from .*broken checkout"):
         load_peer(peer)
+    (peer / "unet" / "unet_model.py").write_text("class UNet:\n    def __init__(self, channels):\n        pass\n")
+    with pytest.raises(ConfigError, match=r"could not be built: TypeError"):
+        run_benchmark(image_size=32, batch_size=1, steps=1, warmup=0, device="cpu", train=False, infer=False,
+                      peer_dir=str(peer))

@@ -143,8 +143,12 @@ def _steps(cfg: dict[str, Any], device: torch.device, peer_unet: type,
     steps["engine"] = lambda: train_one_epoch(ours, loader, optimizer, loss_fn, device, policy, scaler,
                                               grad_clip=tcfg.grad_clip, channels_last=True)
 
-    for name, model in (("ours_in_peer_loop", UNet(cfg["in_channels"], k, 64, 4, False)),
-                        ("peer", peer_unet(n_channels=cfg["in_channels"], n_classes=k, bilinear=False))):
+    try:
+        theirs = peer_unet(n_channels=cfg["in_channels"], n_classes=k, bilinear=False)
+    except Exception as exc:                                            # a changed or newer checkout 接口不符
+        raise ConfigError(f"The peer's UNet(n_channels, n_classes, bilinear) could not be built: "
+                          f"{type(exc).__name__}: {exc}. Use an unmodified checkout of {PEER_URL}.") from exc
+    for name, model in (("ours_in_peer_loop", UNet(cfg["in_channels"], k, 64, 4, False)), ("peer", theirs)):
         model = model.to(device).to(memory_format=fmt)
         opt = torch.optim.RMSprop(model.parameters(), lr=PEER_DEFAULTS["lr"], foreach=True,
                                   weight_decay=PEER_DEFAULTS["weight_decay"], momentum=PEER_DEFAULTS["momentum"])
