@@ -46,7 +46,7 @@ test: $(STAMP)
 # The student's browser: every notebook in a real JupyterLab (.venv's jupyter-lab on 127.0.0.1) in headless
 # Chromium from Debian's packages. Without Chromium it prints how to install it and skips; under CI=true it fails.
 # 学生的浏览器：在无界面 Chromium 的真实 JupyterLab 中运行每个 notebook；缺少 Chromium 时跳过（CI 中失败）
-BROWSER_INSTALL := sudo apt-get install chromium chromium-driver fonts-noto-cjk
+BROWSER_INSTALL := sudo apt-get update && sudo apt-get install chromium chromium-driver fonts-noto-cjk
 CHROMIUM     ?= /usr/bin/chromium
 CHROMEDRIVER ?= /usr/bin/chromedriver
 browser-test: $(STAMP)

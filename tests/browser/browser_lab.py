@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("VENV", REPO / ".venv"))
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))                 # Debian's packages Debian 软件包
 CHROMEDRIVER = Path(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
-INSTALL_HINT = "sudo apt-get install chromium chromium-driver fonts-noto-cjk"
+INSTALL_HINT = "sudo apt-get update && sudo apt-get install chromium chromium-driver fonts-noto-cjk"
 SHOTS = REPO / "runs" / "browser"
 #: Set by ``make browser-test``; without it these tests skip (they take minutes). 由 make browser-test 设置
 ENABLE_ENV = "UNET_COURSE_BROWSER_TEST"
