@@ -289,3 +289,25 @@ def test_epoch_plan_spreads_the_budget():
     assert EpochPlan(max_epochs=3, budget=1e6, started=0.0).end_epoch(1, now=1.0) == 3   # epochs 是上限
     no_budget = EpochPlan(max_epochs=7)
     assert no_budget.end_epoch(1) == 7 and no_budget.report(7) is None
+
+
+def test_adam_and_adamw_use_the_fused_kernel_and_match_the_loop():
+    """build_optimizer picks fused Adam/AdamW on the CPU; the update equals torch's for-loop one up to rounding.
+    CPU 上使用融合的 Adam/AdamW，其更新与逐张量循环实现一致（仅舍入误差）"""
+    torch.manual_seed(0)
+    for name in ("adam", "adamw"):
+        fused_model, loop_model = nn.Linear(8, 3), nn.Linear(8, 3)
+        loop_model.load_state_dict(fused_model.state_dict())
+        fused = build_optimizer(fused_model, TrainConfig(optimizer=name, lr=0.01, weight_decay=0.1))
+        assert fused.defaults["fused"] is True
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        loop = cls(loop_model.parameters(), lr=0.01, weight_decay=0.1, fused=False, foreach=False)
+        for _ in range(3):
+            x = torch.randn(4, 8)
+            for model, opt in ((fused_model, fused), (loop_model, loop)):
+                opt.zero_grad()
+                model(x).square().mean().backward()
+                opt.step()
+        for a, b in zip(fused_model.parameters(), loop_model.parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert build_optimizer(nn.Linear(2, 2), TrainConfig(optimizer="sgd")).defaults.get("fused") is None

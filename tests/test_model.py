@@ -15,6 +15,7 @@ from unet_course.model import (
     PadToMultiple,
     UNet,
     Up,
+    UpConv2x2,
     build_model,
     conv_output_size,
     count_parameters,
@@ -230,3 +231,47 @@ def test_parts_shapes():
     assert Up(8, 4, 4, bilinear=True)(torch.randn(2, 8, 6, 5), torch.randn(2, 4, 13, 11)).shape == (2, 4, 13, 11)
     assert OutConv(8, 3)(x).shape == (2, 3, 12, 10)
     assert DoubleConv(8, 16).conv1.bias is None                   # BN 前的卷积无偏置
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upconv_matmul_equals_the_library_transposed_convolution(channels_last):
+    """UpConv2x2's one matrix product gives ConvTranspose2d's values and gradients (fp32, both memory formats).
+    一次矩阵乘法的结果与梯度都与 ConvTranspose2d 相同"""
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    ours = UpConv2x2(6, 4)
+    ref = nn.ConvTranspose2d(6, 4, kernel_size=2, stride=2)
+    ref.load_state_dict(ours.state_dict())                              # 同一组参数，同一 state_dict 键名
+    x = torch.randn(2, 6, 5, 7).contiguous(memory_format=fmt)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = ours(x1), ref(x2)
+    assert y1.shape == y2.shape == (2, 4, 10, 14)
+    assert y1.is_contiguous(memory_format=fmt)                          # 输出保持输入的内存格式
+    torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(y2)
+    y1.backward(g)
+    y2.backward(g)
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.bias.grad, ref.bias.grad, rtol=1e-5, atol=1e-5)
+    ours.matmul = False                                                 # 库的卷积核：同样的结果
+    torch.testing.assert_close(ours(x), y2.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_upconv_matmul_under_bf16_autocast_matches_the_library_kernel():
+    torch.manual_seed(0)
+    up = UpConv2x2(16, 8)
+    x = torch.randn(2, 16, 8, 8).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = up(x)
+        up.matmul = False
+        ref = up(x)
+    assert ours.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.float(), ref.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_unet_decoder_uses_the_matmul_upconv_and_loads_old_state_dicts():
+    model = UNet(3, 2, base_channels=4, depth=2)
+    assert all(isinstance(up.up, UpConv2x2) for up in model.ups)
+    old_keys = {k for k in model.state_dict() if ".up." in k}
+    assert old_keys == {f"ups.{i}.up.{p}" for i in range(2) for p in ("weight", "bias")}  # 键名与旧检查点相同

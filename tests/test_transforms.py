@@ -134,3 +134,40 @@ def test_preprocess_image_matches_eval_pipeline():
     assert preprocess_image(gray, mean, std, in_channels=3).shape == (1, 3, 8, 8)
     with pytest.raises(DataError, match="uint8"):
         preprocess_image(image.astype(np.float32), mean, std)
+
+
+def test_random_rotation_moves_image_and_mask_together_with_no_empty_corner():
+    """Any-angle rotation: the crop is cut from a larger window, so no pixel of it is padding; the image and the
+    mask rotate together (the image encodes the label), and the mask keeps its values. 任意角度旋转：图块无空角，
+    图像与掩码同步旋转，掩码取值不变"""
+    rng = np.random.default_rng(0)
+    label = (rng.random((120, 130)) > 0.5).astype(np.int64)
+    label[40:80, 30:100] = 1                                        # 大块区域：内部像素旋转后仍与图像一致
+    image = (label * 200 + 20).astype(np.uint8)[:, :, None]         # 图像就是标签的编码
+    t = SegmentationTransform(train=True, crop_size=48, mean=(0.0,), std=(1.0,), rotate=180, jitter=0)
+    assert t.rotate == 180.0
+    torch.manual_seed(0)
+    for _ in range(20):
+        x, y = t(image, label)
+        assert tuple(x.shape) == (1, 48, 48) and tuple(y.shape) == (48, 48)
+        assert set(y.unique().tolist()) <= {0, 1}                   # 没有填充像素（255），没有新取值
+        agree = ((x[0] > 110 / 255) == (y == 1)).float().mean()     # 双线性与最近邻只在边缘处不同
+        assert agree > 0.85, float(agree)
+    assert not SegmentationTransform(train=False, rotate=90).rotate          # 评估时不旋转
+    assert not SegmentationTransform(train=True, augment=False, rotate=90).rotate
+    with pytest.raises(ConfigError, match="rotate"):
+        SegmentationTransform(train=True, rotate=200)
+
+
+def test_rotate_reaches_only_the_training_split_and_is_checked():
+    from unet_course.config import TrainConfig
+    from unet_course.data import build_loaders
+
+    with pytest.raises(ConfigError, match="rotate"):
+        TrainConfig(rotate=-5)
+    train, val, _ = build_loaders(TrainConfig(rotate=30, train_samples=4, val_samples=2, batch_size=2, num_workers=0))
+    assert train.dataset.transform.rotate == 30.0
+    assert val.dataset.transform.rotate == 0.0
+    custom = SyntheticSegmentation(4, 32, transform=lambda im, t: (im, t))
+    with pytest.raises(ConfigError, match="own transform"):
+        custom.set_rotation(10)

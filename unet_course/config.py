@@ -118,6 +118,8 @@ class TrainConfig:
     samples_per_epoch: int | None = knob(None, "real data: random crops per epoch (the train set repeats); "
                                                "none -> one pass 每轮随机裁剪数")
     augment: bool = knob(True, "flips / rotations / jitter on the training split 训练增强")
+    rotate: float = knob(0.0, "with augment: also rotate training crops by a random angle in [-rotate, rotate] "
+                              "degrees (0 -> off) 训练裁剪的随机旋转角度上限（度）")
     num_workers: int | str = knob("auto", "DataLoader workers; 'auto' picks a safe value 数据加载进程数",
                                   expects="an integer >= 0 or 'auto'")
     dataset_options: dict[str, Any] = knob(help="extra keyword arguments of the dataset class, as JSON, e.g. "
@@ -215,6 +217,8 @@ class TrainConfig:
         check_scale(self.scale)
         if self.crop_size is not None and self.crop_size < 8:
             raise ConfigError(f"crop_size must be >= 8 pixels (or None), got {self.crop_size!r}.")
+        if not (0.0 <= self.rotate <= 180.0):
+            raise ConfigError(f"rotate must be an angle in [0, 180] degrees, got {self.rotate!r}.")
         if not (0.0 < self.threshold < 1.0):
             raise ConfigError(f"threshold must be in (0, 1), got {self.threshold!r}.")
         if self.predict_tile is not None and self.predict_tile < 8:

@@ -12,9 +12,11 @@ round, so a burst of load from another process hits them alike) and are reported
   two medians (> 1: the engine is slower); 最小循环
 - ``sync_each_step``: ``model_alone`` + ``float(loss)`` every step (a host sync; the engine does it to check the
   loss); ``clip``: ``model_alone`` + ``clip_grad_norm_`` (the engine clips and checks the norm);
-- ``fused_adamw`` / ``foreach_adamw``: ``model_alone`` with ``torch.optim.AdamW(fused=True)`` /
-  ``(foreach=True)`` (on CPU the default is the per-tensor for-loop); ``engine_fused``: the engine with the fused
-  AdamW (what adopting it in ``build_optimizer`` gives); 融合 / foreach 优化器
+- ``loop_adamw`` / ``foreach_adamw``: ``model_alone`` with ``torch.optim.AdamW(fused=False, foreach=False)``
+  (one pass per operation and tensor, torch's default on the CPU) / ``(foreach=True)`` instead of the fused AdamW
+  that :func:`~unet_course.training.build_optimizer` picks; 逐张量循环 / foreach 优化器（默认为融合内核）
+- ``upconv_native``: ``model_alone`` with the library's transposed-convolution kernel in the decoder instead of
+  the one matrix product of :class:`~unet_course.model.UpConv2x2` (``matmul = False``); 解码器改用库的转置卷积核
 - ``loss_nocheck``: ``SegmentationLoss(check_values=False)`` (no label-range check, one sync fewer);
   ``loss_lean``: CE + Dice from one ``log_softmax`` and ``scatter_add`` sums instead of a one-hot tensor
   (:func:`lean_loss`, the same value); 更少内核的损失
@@ -37,13 +39,13 @@ import torch.nn.functional as F
 
 from ..config import TrainConfig
 from ..losses import SegmentationLoss
-from ..model import UNet
+from ..model import UNet, UpConv2x2
 from ..precision import amp_policy, autocast, make_scaler, prefer_channels_last
 from ..training import build_optimizer, train_one_epoch
 from .modes import alternate, say, sync
 
 #: The levers, in the order they run each round. 各手段（每轮的运行顺序）
-LEVERS = ("engine", "model_alone", "sync_each_step", "clip", "fused_adamw", "foreach_adamw", "engine_fused",
+LEVERS = ("engine", "model_alone", "sync_each_step", "clip", "loop_adamw", "foreach_adamw", "upconv_native",
           "loss_nocheck", "loss_lean", "other_format", "threads_1", "compile")
 
 
@@ -96,12 +98,16 @@ def _lever_step(name: str, model: torch.nn.Module, data: dict[str, Any], cfg: di
         fmt = torch.contiguous_format if data["channels_last"] else torch.channels_last
         model = model.to(memory_format=fmt)
         images = images.contiguous(memory_format=fmt)
-    if name in ("fused_adamw", "foreach_adamw", "engine_fused"):
-        flag = "foreach" if name == "foreach_adamw" else "fused"
-        optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, **{flag: True})
+    if name == "upconv_native":                                         # 解码器用库的转置卷积核
+        for module in model.modules():
+            if isinstance(module, UpConv2x2):
+                module.matmul = False
+    if name in ("loop_adamw", "foreach_adamw"):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, fused=False,
+                                      foreach=name == "foreach_adamw")
     else:
         optimizer = build_optimizer(model, tcfg)
-    if name in ("engine", "engine_fused"):
+    if name == "engine":
         loader, scaler = [{"image": images, "mask": target}], make_scaler(policy)
         return lambda: train_one_epoch(model, loader, optimizer, loss_fn, device, policy, scaler,
                                        grad_clip=tcfg.grad_clip, channels_last=data["channels_last"])

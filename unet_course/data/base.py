@@ -144,6 +144,7 @@ class SegmentationDataset(Dataset):
         self.crop_size = crop_size
         self.train = bool(train)
         self.augment = bool(augment)
+        self.rotate = 0.0                    # set_rotation 设置的随机旋转角度上限
         self.enhance = "none"
         self._enhanced: dict[int, np.ndarray] = {}
         self._custom_transform = transform is not None
@@ -152,8 +153,24 @@ class SegmentationDataset(Dataset):
     def _default_transform(self) -> SegmentationTransform:
         return SegmentationTransform(
             train=self.train, crop_size=self.crop_size, scale=self.scale, mean=self.mean, std=self.std,
-            augment=self.augment, ignore_index=self.ignore_index,
+            augment=self.augment, ignore_index=self.ignore_index, rotate=self.rotate,
         )
+
+    def set_rotation(self, degrees: float) -> SegmentationDataset:
+        """Rotate training crops by a random angle in ``[-degrees, degrees]`` (see :class:`SegmentationTransform`);
+        returns ``self``. Only a training split with ``augment`` rotates. 训练裁剪随机旋转（仅训练集且启用增强时）
+
+        Raises:
+            ConfigError: the data set was given its own ``transform`` (it would silently not rotate), or the angle
+                is outside [0, 180].
+        """
+        if self._custom_transform and degrees:
+            raise ConfigError("rotate has no effect on a data set built with its own transform=; add the rotation "
+                              "to that transform instead, or leave rotate at 0.")
+        self.rotate = float(degrees)
+        if not self._custom_transform:
+            self.transform = self._default_transform()
+        return self
 
     def set_enhance(self, method: str, mean: Sequence[float] | None = None,
                     std: Sequence[float] | None = None) -> SegmentationDataset:

@@ -8,16 +8,19 @@ of colour changes. Resizing is done by hand so that the interpolation of each is
 antialiasing for the image, **nearest** for the mask, always.
 几何变换必须同时作用于图像和掩码，且掩码不能出现新的取值；缩放时图像用双线性（抗锯齿），掩码始终用最近邻
 
-Order (training): scale -> random crop (padding as needed) -> flips -> 90-degree rotation -> to float in
-[0, 1] -> brightness / contrast / gamma on the image only -> ``(x - mean) / std``. Evaluation keeps only the
+Order (training): scale -> random crop (padding as needed) -> [random rotation by any angle, then the centre
+crop] -> flips -> 90-degree rotation -> to float in [0, 1] -> brightness / contrast / gamma on the image only ->
+``(x - mean) / std``. Evaluation keeps only the
 scale and the normalisation. Each call runs with one torch thread (restored afterwards): per-image operations
 are too small to gain from threads, and on a busy 2-core machine the thread synchronisation made them 10x slower.
-训练时的顺序：缩放 -> 随机裁剪（必要时填充）-> 翻转 -> 90 度旋转 -> 转为浮点 -> 仅对图像做亮度/对比度/gamma -> 归一化；
+训练时的顺序：缩放 -> 随机裁剪（必要时填充）->［任意角度旋转后取中心］-> 翻转 -> 90 度旋转 -> 转为浮点 ->
+仅对图像做亮度/对比度/gamma -> 归一化；
 每次调用期间只用一个 torch 线程
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -33,6 +36,17 @@ from .io import match_channels
 def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
     """Size after resizing by ``scale``: ``max(1, round(side * scale))``. 缩放后的尺寸"""
     return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+
+
+def rotation_margin(crop_size: int) -> int:
+    """Side of the window that still covers a ``crop_size`` square after any rotation: ``ceil(crop_size·√2)``,
+    rounded up to an even number so the centre crop is centred. 任意旋转后仍能覆盖 crop_size 方块的窗口边长
+
+    >>> rotation_margin(128), rotation_margin(64)
+    (182, 92)
+    """
+    side = math.ceil(int(crop_size) * math.sqrt(2.0))
+    return side + side % 2
 
 
 class RandomRot90(v2.Transform):
@@ -89,6 +103,11 @@ class SegmentationTransform:
         ignore_index: fill value for padded mask pixels. 掩码填充值
         jitter: brightness/contrast strength. 亮度/对比度扰动强度
         gamma: range of the random gamma. gamma 范围
+        rotate: also rotate by an angle drawn uniformly from ``[-rotate, rotate]`` degrees (0: off; needs
+            ``augment``). With a ``crop_size`` the random crop is first taken :func:`rotation_margin` larger and the
+            centre ``crop_size`` square is kept after the rotation, so no corner of the patch is empty; the image
+            is interpolated bilinearly, the mask by nearest neighbour. 随机旋转角度范围（度）；先裁剪更大的窗口，
+            旋转后取中心，使图块没有空角；图像双线性插值，掩码最近邻
 
     Returns (when called):
         ``image`` float32 ``(C, h, w)`` and ``target`` int64 ``(h, w)`` (or ``None`` when no target was given).
@@ -102,11 +121,14 @@ class SegmentationTransform:
 
     def __init__(self, train: bool = False, crop_size: int | None = None, scale: float = 1.0,
                  mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.25,), augment: bool = True,
-                 ignore_index: int = 255, jitter: float = 0.2, gamma: tuple[float, float] = (0.8, 1.25)) -> None:
+                 ignore_index: int = 255, jitter: float = 0.2, gamma: tuple[float, float] = (0.8, 1.25),
+                 rotate: float = 0.0) -> None:
         if not (0.0 < float(scale) <= 4.0):
             raise ConfigError(f"scale must be in (0, 4], got {scale!r}.")
         if crop_size is not None and int(crop_size) < 1:
             raise ConfigError(f"crop_size must be a positive number of pixels or None, got {crop_size!r}.")
+        if not (0.0 <= float(rotate) <= 180.0):
+            raise ConfigError(f"rotate must be an angle in [0, 180] degrees, got {rotate!r}.")
         if len(mean) != len(std) or any(s <= 0 for s in std):
             raise ConfigError(f"mean {tuple(mean)} and std {tuple(std)} must have the same length and std > 0.")
         self.train = bool(train)
@@ -118,9 +140,17 @@ class SegmentationTransform:
         self.ignore_index = int(ignore_index)
         self.jitter = float(jitter)
         self.gamma = gamma
+        self.rotate = float(rotate) if (self.train and self.augment) else 0.0
         fill = {tv_tensors.Image: 0, tv_tensors.Mask: self.ignore_index}
-        self._crop = (v2.RandomCrop(self.crop_size, pad_if_needed=True, fill=fill)
+        window = rotation_margin(self.crop_size) if (self.crop_size and self.rotate) else self.crop_size
+        self._crop = (v2.RandomCrop(window, pad_if_needed=True, fill=fill)
                       if (self.train and self.crop_size) else None)
+        self._rotation = None
+        if self.rotate:                                   # 旋转较大的窗口，再取中心的 crop_size 方块
+            steps = [v2.RandomRotation(self.rotate, interpolation=v2.InterpolationMode.BILINEAR, fill=fill)]
+            if self.crop_size:
+                steps.append(v2.CenterCrop(self.crop_size))
+            self._rotation = v2.Compose(steps)
         self._geometry = (v2.Compose([v2.RandomHorizontalFlip(0.5), v2.RandomVerticalFlip(0.5), RandomRot90()])
                           if (self.train and self.augment) else None)
         self._colour = (v2.Compose([v2.ColorJitter(brightness=self.jitter, contrast=self.jitter), RandomGamma(gamma)])
@@ -128,7 +158,8 @@ class SegmentationTransform:
 
     def __repr__(self) -> str:
         return (f"SegmentationTransform(train={self.train}, crop_size={self.crop_size}, scale={self.scale}, "
-                f"augment={self.augment}, mean={self.mean}, std={self.std}, ignore_index={self.ignore_index})")
+                f"augment={self.augment}, rotate={self.rotate}, mean={self.mean}, std={self.std}, "
+                f"ignore_index={self.ignore_index})")
 
     def __call__(self, image: np.ndarray, target: np.ndarray | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -161,7 +192,7 @@ class SegmentationTransform:
             img = F.resize(img, size, interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
             if tgt is not None:
                 tgt = F.resize(tgt, size, interpolation=v2.InterpolationMode.NEAREST)  # 掩码只能用最近邻
-        for step in (self._crop, self._geometry):
+        for step in (self._crop, self._rotation, self._geometry):
             if step is not None:
                 if tgt is None:
                     img = step(img)

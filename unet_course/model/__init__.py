@@ -1,7 +1,7 @@
 """The U-Net model: named parts, the network, and tools to look inside it.
 U-Net 模型：组成模块、网络本身，以及查看其内部的工具
 
-- :mod:`.parts`: ``DoubleConv``, ``Down``, ``Up``, ``OutConv``, ``PadToMultiple``
+- :mod:`.parts`: ``DoubleConv``, ``Down``, ``UpConv2x2``, ``Up``, ``OutConv``, ``PadToMultiple``
 - :mod:`.unet`: ``UNet``, ``build_model(config)`` and ``unwrap_model`` (DDP / torch.compile wrappers)
 - :mod:`.describe`: ``describe`` (shape trace), ``count_parameters`` and the convolution size formulas
 """
@@ -16,7 +16,7 @@ from .describe import (
     describe,
     transposed_conv_output_size,
 )
-from .parts import DoubleConv, Down, OutConv, PadToMultiple, Up
+from .parts import DoubleConv, Down, OutConv, PadToMultiple, Up, UpConv2x2
 from .unet import CONFIG_KEYS, UNet, build_model, frozen_batchnorm_stats, unwrap_model
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "ShapeTrace",
     "UNet",
     "Up",
+    "UpConv2x2",
     "build_model",
     "conv_output_size",
     "count_parameters",

@@ -1,4 +1,4 @@
-"""The named building blocks of U-Net: ``DoubleConv``, ``Down``, ``Up``, ``OutConv`` and ``PadToMultiple``.
+"""The named building blocks of U-Net: ``DoubleConv``, ``Down``, ``UpConv2x2``, ``Up``, ``OutConv`` and ``PadToMultiple``.
 U-Net 的组成模块：双卷积、下采样、上采样、输出卷积与填充
 
 Each block knows how big its output will be: ``output_hw(h, w)`` applies the size formulas of
@@ -85,6 +85,45 @@ class Down(nn.Module):
         return self.conv.output_hw(conv_output_size(h, kernel=2, stride=2), conv_output_size(w, kernel=2, stride=2))
 
 
+class UpConv2x2(nn.ConvTranspose2d):
+    """The paper's "up-conv 2×2": a 2×2 transposed convolution with stride 2, computed as **one matrix product**.
+    论文中的 “2×2 上卷积”（步幅 2 的 2×2 转置卷积），用一次矩阵乘法计算
+
+    With kernel = stride = 2 the four output pixels ``(2i+di, 2j+dj)`` of input pixel ``(i, j)`` depend on that
+    pixel alone: ``y[o, 2i+di, 2j+dj] = b[o] + Σ_c x[c, i, j] · W[c, o, di, dj]``. Every pixel is therefore one row
+    times a ``(C, 4·O)`` matrix, and the whole layer is one GEMM followed by a reshuffle of the four sub-pixels.
+    Same parameters, same ``state_dict`` and the same values as :class:`torch.nn.ConvTranspose2d` (the tests check
+    it). On the CPU the GEMM is faster than the library's transposed-convolution kernel, forward and backward
+    (the bench lever ``upconv_native`` measures the whole train step with the library kernel instead); other
+    devices keep the library kernel. ``matmul = False`` switches the CPU path off.
+    k = s = 2 时，输入像素 (i, j) 的四个输出子像素只依赖它自己：每个像素是一行乘以 (C, 4·O) 的矩阵，
+    整层就是一次矩阵乘法加一次子像素重排；参数、state_dict 与数值都与 ConvTranspose2d 相同，CPU 上更快
+    （基准测试的 upconv_native 手段对比库的卷积核）；matmul = False 时使用库的卷积核
+
+    Args:
+        in_channels: ``C``, channels of the input. 输入通道数
+        out_channels: ``O``, channels of the output. 输出通道数
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=2, stride=2)
+        self.matmul = True
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:  # (B, C, h, w)
+        if not self.matmul or x.device.type != "cpu" or x.dim() != 4 or output_size is not None:
+            return super().forward(x, output_size)                    # 其他设备：沿用库的卷积核
+        b, c, h, w = x.shape
+        o = self.out_channels
+        rows = x.permute(0, 2, 3, 1).reshape(b * h * w, c)            # (B·h·w, C)，NHWC 输入时是视图、不复制
+        weight = self.weight.permute(0, 2, 3, 1).reshape(c, 4 * o)   # (C, 2, 2, O) -> (C, 4·O)，列序 (di, dj, o)
+        y = torch.addmm(self.bias.repeat(4), rows, weight)           # (B·h·w, 4·O) 一次矩阵乘法（autocast 下为 bf16）
+        y = y.view(b, h, w, 2, 2, o).permute(0, 1, 3, 2, 4, 5)       # (B, h, di, w, dj, O) 子像素就位
+        y = y.reshape(b, 2 * h, 2 * w, o).permute(0, 3, 1, 2)        # (B, O, 2h, 2w)，NHWC 内存布局
+        if not x.is_contiguous(memory_format=torch.channels_last):
+            y = y.contiguous()                                        # NCHW 输入得到 NCHW 输出
+        return y
+
+
 class Up(nn.Module):
     """Double the spatial size, join the *跳跃连接*（skip connection）, then mix with a DoubleConv.
     上采样：尺寸加倍，与跳跃连接的特征图拼接，再做双卷积
@@ -120,7 +159,7 @@ class Up(nn.Module):
             self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
             up_channels = in_channels                                  # 插值不改变通道数
         else:
-            self.up = nn.ConvTranspose2d(in_channels, in_channels // 2, kernel_size=2, stride=2)
+            self.up = UpConv2x2(in_channels, in_channels // 2)
             up_channels = in_channels // 2                             # 转置卷积把通道数减半
         self.conv = DoubleConv(skip_channels + up_channels, out_channels, mid_channels)
 
