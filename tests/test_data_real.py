@@ -115,3 +115,22 @@ def test_inspect_real_masks_warns_about_0_255(isbi_root, drive_root):
     assert rows == {"0": "1", "255": "0"}  # value 0 (membrane) is class 1
     drive_report = inspect_masks(drive_root / "training" / "1st_manual", warn=False)
     assert drive_report.n_files == 20 and drive_report.values == [0, 255]
+
+
+def test_in_memory_data_sets_cache_what_load_returns_read_only(drive_root):
+    """DRIVE keeps each load() result: the second call returns the same read-only arrays, a crop of the cached
+    target never writes into it, and set_enhance starts a new cache. DRIVE 缓存 load 的结果（只读）"""
+    ds = DRIVEDataset(drive_root, split="train", crop_size=32)
+    assert DRIVEDataset.cache_loaded and ISBI2012Dataset.cache_loaded
+    image, target = ds.load(0)
+    again = ds.load(0)
+    assert again[0] is image and again[1] is target
+    assert not image.flags.writeable and not target.flags.writeable
+    before = target.copy()
+    for _ in range(5):
+        ds[0]["mask"].fill_(7)                                          # 改动取出的样本不影响缓存
+    assert np.array_equal(ds.load(0)[1], before)
+    ds.set_enhance("green-clahe")
+    enhanced, target_after = ds.load(0)
+    assert enhanced.shape[2] == 1 and enhanced is not image
+    assert np.array_equal(target_after, before)

@@ -118,6 +118,11 @@ class SegmentationDataset(Dataset):
         transform: a callable ``(image, target) -> (tensor, tensor)`` replacing the default transform.
     """
 
+    #: Keep each sample's :meth:`load` result (image and class-index target, read-only) after the first call. Data
+    #: sets that hold every decoded image in memory anyway (DRIVE, ISBI-2012) switch it on, so a random crop no
+    #: longer turns the whole mask into class indices again. 已把全部图像放在内存中的数据集缓存 load 的结果
+    cache_loaded: bool = False
+
     def __init__(self, *, mask_values: Sequence[int], class_names: Sequence[str], in_channels: int,
                  mean: Sequence[float], std: Sequence[float], ignore_index: int = 255, names: Sequence[str] = (),
                  has_labels: bool = True, train: bool = False, augment: bool = True, crop_size: int | None = None,
@@ -147,6 +152,7 @@ class SegmentationDataset(Dataset):
         self.rotate = 0.0                    # set_rotation 设置的随机旋转角度上限
         self.enhance = "none"
         self._enhanced: dict[int, np.ndarray] = {}
+        self._loaded: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         self._custom_transform = transform is not None
         self.transform = transform if transform is not None else self._default_transform()
 
@@ -184,6 +190,7 @@ class SegmentationDataset(Dataset):
         """
         self.enhance = check_method(method)
         self._enhanced = {}
+        self._loaded = {}
         if self.enhance != "none":
             self.in_channels = enhanced_channels(self.enhance, self.in_channels)
             self.mean = tuple(float(m) for m in (ENHANCED_MEAN if mean is None else mean))
@@ -236,14 +243,21 @@ class SegmentationDataset(Dataset):
         outside the valid region. 返回通道对齐后的图像和类别索引目标
         """
         index = self._check_index(index)
+        if index in self._loaded:
+            return self._loaded[index]
         image, mask, valid = self.raw(index)
         name = self.names[index] if index < len(self.names) else str(index)
         image = match_channels(self._enhance(index, image, name), self.in_channels, name)
-        if mask is None:
-            return image, None
-        target = values_to_indices(mask, self.mask_values, name)  # (H, W) int64
-        if valid is not None:
-            target[~valid] = self.ignore_index
+        target = None
+        if mask is not None:
+            target = values_to_indices(mask, self.mask_values, name)  # (H, W) int64
+            if valid is not None:
+                target[~valid] = self.ignore_index
+        if self.cache_loaded:
+            for array in (image, target):
+                if array is not None:
+                    array.setflags(write=False)                       # 缓存的数组只读，防止被就地修改
+            self._loaded[index] = (image, target)
         return image, target
 
     def __getitem__(self, index: int) -> dict:

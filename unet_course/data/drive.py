@@ -131,6 +131,8 @@ class DRIVEDataset(SegmentationDataset):
         ConfigError: unknown split or an empty split.
     """
 
+    cache_loaded = True                                  # 全部图像已在内存中：缓存 load 的结果
+
     def __init__(self, root: str | Path | None = None, split: str = "train", val_fraction: float = 0.2,
                  seed: int = 0, in_channels: int | None = None, use_fov: bool = True, train: bool | None = None,
                  augment: bool = True, crop_size: int | None = None, scale: float = 1.0,

@@ -83,6 +83,8 @@ class ISBI2012Dataset(SegmentationDataset):
     instance_metrics = True
     boundary_class = 1
 
+    cache_loaded = True                                  # 全部图像已在内存中：缓存 load 的结果
+
     def __init__(self, root: str | Path | None = None, split: str = "train", val_fraction: float | None = None,
                  n_val: int | None = None, n_holdout: int = 0, seed: int = 0, in_channels: int | None = None,
                  train: bool | None = None, augment: bool = True, crop_size: int | None = None,

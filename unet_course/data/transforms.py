@@ -185,6 +185,8 @@ class SegmentationTransform:
             )
         if not image.flags.writeable:  # 缓存的只读数组：先复制，避免 torch 警告
             image = image.copy()
+        if isinstance(target, np.ndarray) and not target.flags.writeable:
+            target = target.copy()                        # 缓存的只读数组：先复制
         img = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))  # (C, H, W) uint8
         tgt = None if target is None else tv_tensors.Mask(torch.as_tensor(target, dtype=torch.int64))  # (H, W)
         if self.scale != 1.0:
