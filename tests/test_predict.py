@@ -386,6 +386,33 @@ def test_sliding_window_accepts_amp_strings_and_policies() -> None:
         sliding_window_inference(model, x, tile=32, amp="fp8")
 
 
+@pytest.mark.parametrize("tile", [None, 16])
+def test_one_channel_input_runs_nhwc_because_the_weights_go_nhwc(tile: int | None,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A one-channel input is contiguous in both layouts, so the weights must carry NHWC; values do not change.
+    单通道输入在两种布局下都连续，因此由权重决定 NHWC；数值不变
+    """
+    torch.manual_seed(0)
+    model = UNet(1, 2, base_channels=4, depth=2).eval()
+    x = torch.randn(1, 1, 24, 20)
+    reference = UNet(1, 2, base_channels=4, depth=2).eval()
+    reference.load_state_dict(model.state_dict())
+    seen: list[bool] = []
+    model.outc.register_forward_pre_hook(
+        lambda _m, inp: seen.append(inp[0].is_contiguous(memory_format=torch.channels_last)))
+    bf16 = as_policy("bf16", "cpu")
+    out = predict_probs(model, x, tile=tile, amp=bf16)
+    assert model.inc.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    assert seen and all(seen)                                          # 最后一层的输入是 NHWC
+    with torch.no_grad(), precision.autocast(bf16):
+        ref = torch.softmax(reference(x).float(), 1)                   # NCHW 权重的同一网络
+    torch.testing.assert_close(out, ref, atol=0.02, rtol=0.02)
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)  # 没有原生 bf16 的 CPU
+    fp32 = UNet(1, 2, base_channels=4, depth=2).eval()
+    predict_probs(fp32, x, tile=tile, amp="off")
+    assert not fp32.inc.conv2.weight.is_contiguous(memory_format=torch.channels_last)   # fp32 时不改布局
+
+
 def test_gray_image_into_an_rgb_model_is_repeated_like_in_training() -> None:
     torch.manual_seed(0)
     model = UNet(3, 2, base_channels=4, depth=2)

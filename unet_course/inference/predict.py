@@ -34,7 +34,7 @@ from ..data.masks import indices_to_values
 from ..data.transforms import preprocess_image
 from ..errors import CheckpointError, DataError
 from ..metrics import logits_to_probs, probs_to_labels
-from ..precision import AmpPolicy, as_policy, autocast, prefer_channels_last
+from ..precision import AmpPolicy, as_policy, autocast, nhwc_for_inference
 from .memory import DEFAULT_MEMORY_CAP_MB, auto_tile, plan_whole_image, say_once
 from .tiling import model_device, sliding_window_inference
 
@@ -133,12 +133,12 @@ def _labels_to_mask(labels: np.ndarray, mask_values: Sequence[int] | None) -> np
 def _logits(model: nn.Module, x: torch.Tensor, device: torch.device, policy: AmpPolicy) -> torch.Tensor:
     """One whole-image forward: ``(N, C, h, w)`` -> float32 ``(N, K, h, w)`` logits on the CPU. 一次整图前向
 
-    The input goes NHWC where that is the faster format (:func:`~unet_course.precision.prefer_channels_last`:
-    bf16 on CPU, CUDA); a channels-last input is enough, the convolutions then run NHWC.
-    在 NHWC 更快的设备与精度上把输入转为 channels_last，卷积随之以 NHWC 运行
+    Input and weights go NHWC where that is the faster format (:func:`~unet_course.precision.nhwc_for_inference`:
+    bf16 on CPU, CUDA).
+    在 NHWC 更快的设备与精度上把输入和权重都转为 channels_last
     """
     x = x.to(device)
-    if prefer_channels_last(device, policy):
+    if nhwc_for_inference(model, device, policy):
         x = x.contiguous(memory_format=torch.channels_last)          # (N, C, h, w)，NHWC 内存布局
     with autocast(policy):
         return model(x).float().cpu()                                 # (N, K, h, w)

@@ -32,7 +32,7 @@ from torch import nn
 
 from ..config import BLEND_MODES
 from ..errors import ConfigError
-from ..precision import AmpPolicy, as_policy, autocast, prefer_channels_last
+from ..precision import AmpPolicy, as_policy, autocast, nhwc_for_inference
 
 
 def pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -210,7 +210,7 @@ def sliding_window_inference(
     th, tw = pair(tile, "tile")                                      # 切片的高和宽
     device = torch.device(device) if device is not None else model_device(model)
     policy = as_policy(amp, device)                                  # "auto" 的含义由 precision 统一决定
-    nhwc = prefer_channels_last(device, policy)                      # bf16 的 CPU 与 CUDA 上 NHWC 更快
+    nhwc = nhwc_for_inference(model, device, policy)                 # bf16 的 CPU 与 CUDA 上输入和权重都用 NHWC
     b, _, h, w = image.shape                                         # 原始尺寸，最后裁回
     x = _pad_to(image.detach().cpu().float(), th, tw)                # (B, C, Hp, Wp) 小于切片时镜像填充
     hp, wp = x.shape[-2:]
