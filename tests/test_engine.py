@@ -280,6 +280,23 @@ def test_time_budget_stops_at_the_budget_and_finishes_the_schedule(tmp_path):
     assert history.lr[-1] < 0.15 * 0.01 and history.lr == sorted(history.lr, reverse=True)
 
 
+def test_a_budget_the_epochs_fit_in_changes_nothing(tmp_path):
+    """The DRIVE recipe carries a time budget for slower CPUs; where all epochs fit, the run is the same as without
+    one: the same LR every epoch (the cosine curve spans ``epochs``) and the same losses.
+    预算足够时与无预算完全相同：每轮学习率与损失一致
+    """
+    runs = {}
+    for name, budget in (("none", None), ("ample", 1e6)):
+        tl, vl = loaders(n_train=8, n_val=4)
+        cfg = tiny_cfg(tmp_path / name, epochs=4, time_budget=budget, scheduler="cosine", lr=0.01, max_steps=2)
+        runs[name] = fit(cfg, train_loader=tl, val_loader=vl)
+    assert len(runs["ample"].lr) == 4 and runs["ample"].lr == runs["none"].lr
+    assert runs["ample"].lr[-1] < runs["ample"].lr[0]                    # 余弦曲线确实在下降
+    assert runs["ample"].train_loss == pytest.approx(runs["none"].train_loss, rel=1e-6)
+    budget = json.loads((tmp_path / "ample" / "run" / "metrics.json").read_text())["time_budget"]
+    assert budget["stopped_by_budget"] is False and budget["planned_epochs"] == 4
+
+
 def test_epoch_plan_spreads_the_budget():
     plan = EpochPlan(max_epochs=10, budget=100.0, started=0.0)
     plan.begin_epoch(now=0.0)

@@ -37,6 +37,18 @@ def test_recipes_are_valid_configs():
         assert cfg.dataset == name
 
 
+def test_drive_recipe_caps_training_at_its_budget_unless_told_otherwise():
+    """The DRIVE recipe trains 30 epochs or as many as fit in 840 s (the 15-minute promise on slower CPUs);
+    ``--time-budget none`` removes the cap and ``--epochs`` stays the upper bound.
+    DRIVE 配方最多训练 840 秒；--time-budget none 取消上限
+    """
+    def cfg(*extra):
+        return cli.config_from_args(cli.build_parser().parse_args(["train", "--recipe", "drive", *extra]))
+    assert (cfg().epochs, cfg().time_budget) == (30, 840.0)
+    assert (cfg("--epochs", "50", "--time-budget", "none").epochs, cfg("--time-budget", "none").time_budget) == (50, None)
+    assert cfg("--time-budget", "600").time_budget == 600.0
+
+
 @pytest.mark.slow
 def test_drive_recipe_smoke(drive_root: Path, tmp_path: Path):
     run = _train("drive", drive_root, tmp_path / "drive")

@@ -7,7 +7,7 @@ the function it dispatches to; the flags shared by several commands live in :mod
 
 Examples::
 
-    unet-course train --recipe drive --epochs 50
+    unet-course train --recipe drive
     unet-course evaluate runs/train/best.pt --split val --output metrics.json
     unet-course predict -m runs/train/best.pt -i image.png -o masks
 
