@@ -38,13 +38,13 @@ def test_recipes_are_valid_configs():
 
 
 def test_drive_recipe_caps_training_at_its_budget_unless_told_otherwise():
-    """The DRIVE recipe trains 30 epochs or as many as fit in 840 s (the 15-minute promise on slower CPUs);
+    """The DRIVE recipe trains 40 epochs or as many as fit in 840 s (the 15-minute promise on slower CPUs);
     ``--time-budget none`` removes the cap and ``--epochs`` stays the upper bound.
     DRIVE 配方最多训练 840 秒；--time-budget none 取消上限
     """
     def cfg(*extra):
         return cli.config_from_args(cli.build_parser().parse_args(["train", "--recipe", "drive", *extra]))
-    assert (cfg().epochs, cfg().time_budget) == (30, 840.0)
+    assert (cfg().epochs, cfg().time_budget, cfg().base_channels) == (40, 840.0, 16)
     assert (cfg("--epochs", "50", "--time-budget", "none").epochs, cfg("--time-budget", "none").time_budget) == (50, None)
     assert cfg("--time-budget", "600").time_budget == 600.0
 

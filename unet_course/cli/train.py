@@ -4,7 +4,7 @@ train 子命令：由命令行参数构建 TrainConfig 并调用 fit
 Examples::
 
     unet-course train                                   # synthetic data, about two minutes on a laptop CPU
-    unet-course train --recipe drive                    # 30 epochs, or as many as fit in its 840 s budget
+    unet-course train --recipe drive                    # 40 epochs, or as many as fit in its 840 s budget
     unet-course train --resume last                     # continue runs/train/last.pt exactly as it was
     unet-course train --resume last --lr 3e-4 --epochs 30   # ... with a new LR and a longer schedule
     unet-course train --recipe drive --epochs 200 --time-budget 3600   # as many epochs as fit in an hour
