@@ -89,9 +89,10 @@ def nhwc_for_inference(model: torch.nn.Module, device: torch.device | str, polic
 
     A channels-last input alone does not decide the layout: a one-channel input (DRIVE's green channel) is
     contiguous in both formats, so with NCHW weights the convolutions run NCHW, and oneDNN's bf16 kernels then
-    reorder every activation (flip-TTA prediction of the 20 DRIVE test images with the then recipe's base-32 U-Net:
-    47.8 s against 22.7 s with NHWC weights on the README's 2-core CPU; the command is in its benchmark section). The weights change layout in place (same
-    values, same parameter objects); in fp32 on CPUs without native bf16 nothing changes.
+    reorder every activation (flip-TTA prediction of the 20 DRIVE test images with the earlier recipe's base-32
+    U-Net: 47.8 s against 22.7 s with NHWC weights on the README's 2-core CPU; the command is in its benchmark
+    section). The weights change layout in place (same values, same parameter objects); in fp32 on CPUs without
+    native bf16 nothing changes.
     单通道输入在两种格式下都连续，不能决定布局；权重为 NCHW 时卷积按 NCHW 运行，bf16 下每个激活都要重排
 
     Args:
