@@ -118,18 +118,26 @@ def _problems(state: dict) -> list[str]:
 
 
 def _cell_element(driver, index: int):
-    from selenium.webdriver.common.by import By
+    """Cell ``index`` of the open notebook (the same numbering as the state's ``cells``), scrolled into view.
+    打开的 notebook 中第 index 个单元格（与状态中的编号一致），并滚动到可见处
+    """
+    return driver.execute_script(
+        "const node = window.jupyterapp.shell.currentWidget.content.widgets[arguments[0]].node;"
+        "node.scrollIntoView({block: 'start'}); return node;", index)
 
-    element = driver.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")[index]
-    driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", element)
-    return element
+
+# The last picture in cell ``arguments[0]``, read in one script: the explorer replaces its <img> when it redraws,
+# so a Selenium handle to the old one can go stale between finding it and reading it.
+# 在一次脚本调用中读取图片：浏览器重绘时会替换 <img>，分两步读取可能遇到失效的元素
+_PICTURE_JS = """
+const cell = window.jupyterapp.shell.currentWidget.content.widgets[arguments[0]];
+const images = cell ? cell.node.querySelectorAll('.jp-OutputArea img') : [];
+return images.length ? images[images.length - 1].getAttribute('src') || '' : '';
+"""
 
 
-def _picture(cell) -> str:
-    from selenium.webdriver.common.by import By
-
-    images = cell.find_elements(By.CSS_SELECTOR, ".jp-OutputArea img")
-    return images[-1].get_attribute("src") if images else ""
+def _picture(driver, index: int) -> str:
+    return driver.execute_script(_PICTURE_JS, index)
 
 
 def _move_slider(driver, cell) -> None:
@@ -147,14 +155,14 @@ def _check_explorer(driver, state: dict, name: str, stem: str) -> None:
     index = next(i for i, c in enumerate(state["cells"]) if c["type"] == "code" and "explore(" in c["source"])
     assert state["cells"][index]["sliders"] >= 1, f"{name}: the explorer cell {index} shows no slider"
     cell = _cell_element(driver, index)
-    before = _picture(cell)
+    before = _picture(driver, index)
     assert before.startswith("data:image/png"), f"{name}: the explorer shows no picture"
     _move_slider(driver, cell)
     deadline = time.monotonic() + 60
-    while _picture(cell) in (before, "") and time.monotonic() < deadline:
+    while _picture(driver, index) in (before, "") and time.monotonic() < deadline:
         time.sleep(0.5)
     cell.screenshot(str(SHOTS / f"{stem}_explorer.png"))
-    assert _picture(cell) not in (before, ""), f"{name}: moving the sample slider did not change the picture"
+    assert _picture(driver, index) not in (before, ""), f"{name}: moving the sample slider did not change the picture"
 
 
 def _save(driver, name: str) -> None:
