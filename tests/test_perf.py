@@ -244,8 +244,8 @@ def test_bench_peer_section_times_three_variants_from_a_checkout(tmp_path, one_t
     for res in sec["variants"].values():
         assert res["seconds_per_step"] > 0 and len(res["step_times_s"]) == 1
     # The ratio comes from the unrounded medians, the seconds shown are rounded to 0.1 ms, so the ratio recomputed
-    # from them is only known inside that rounding (plus the ratio's own): one cold step of this tiny model can take
-    # 0.07 s, and then a ratio of 7 moves by 0.005.
+    # from them is only known inside that rounding (plus the ratio's own): with one cold step each, a ratio near 7
+    # moves by more than 0.001 once the engine's step is under about 0.4 s.
     # 比值由未舍入的中位数算出，显示的秒数舍入到 0.1 毫秒，因此只能在舍入区间内核对
     peer_s, engine_s = sec["variants"]["peer"]["seconds_per_step"], sec["variants"]["engine"]["seconds_per_step"]
     half = 0.5e-4
