@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -251,6 +252,23 @@ def test_bench_peer_section_times_three_variants_from_a_checkout(tmp_path, one_t
     half = 0.5e-4
     low, high = (peer_s - half) / (engine_s + half), (peer_s + half) / (engine_s - half)
     assert low - 5e-4 <= sec["engine_vs_peer"] <= high + 5e-4, (sec["engine_vs_peer"], peer_s, engine_s)
+    # The ceiling: the machine's matmul rate in the step's precision, and each variant's share of it.
+    # 上限：本机在该精度下的矩阵乘法速度，以及各变体所占的比例
+    peak = report["matmul_peak"]
+    assert peak["dtype"] == {"bf16": "bfloat16", "fp32": "float32"}[sec["amp"]] and peak["gflop_per_s"] > 0
+    step_gflop = report["gflop_per_image"]["train_step"] * report["config"]["batch_size"]
+    for res in sec["variants"].values():
+        assert res["gflop_per_s"] == pytest.approx(step_gflop / res["seconds_per_step"], abs=0.051)
+        assert res["fraction_of_matmul_peak"] == pytest.approx(res["gflop_per_s"] / peak["gflop_per_s"], abs=2e-3)
+        assert 0 < res["fraction_of_matmul_peak"] < 1      # a 32x32 step is far from the kernel's steady rate
+    # The classic U-Net has 23 convolution layers (2 + 4 x 2 down, 4 x (up-convolution + 2) up, 1 out); alone they
+    # take less than the peer's whole step, which also runs batch norm, ReLU, the loss and the optimiser.
+    # 经典 U-Net 有 23 个卷积层；单独运行它们比外部循环完整的一步更快
+    convs = sec["convolutions_alone"]
+    assert convs["layers"] == 23 and 0 < convs["seconds_per_step"]
+    assert sec["ceiling_vs_peer"] == pytest.approx(sec["variants"]["peer"]["seconds_per_step"] /
+                                                   convs["seconds_per_step"], rel=2e-3)
+    assert sec["ceiling_vs_peer"] > 1
 
 
 def test_bench_peer_refuses_a_folder_that_is_not_a_checkout_and_another_model(tmp_path):
@@ -270,3 +288,29 @@ def test_bench_peer_names_the_folder_when_its_code_fails_to_import(tmp_path):
     with pytest.raises(ConfigError, match=r"could not be built: TypeError"):
         run_benchmark(image_size=32, batch_size=1, steps=1, warmup=0, device="cpu", train=False, infer=False,
                       peer_dir=str(peer))
+
+
+def test_every_field_of_a_full_bench_report_is_documented(tmp_path, one_thread):
+    """The module docstring of ``unet_course.bench`` is the JSON's documentation: every key of a report with all
+    sections appears there (names of modes, variants and levers, and the contents of ``config`` and ``cpu``, are
+    values rather than fields). 报告中的每个字段都在 unet_course.bench 的模块文档中说明"""
+    import unet_course.bench as bench
+
+    report = run_benchmark(image_size=32, batch_size=1, steps=1, warmup=0, device="cpu", modes=["fp32"],
+                           predict=True, predict_size=(40, 40), predict_tile=32, levers=True,
+                           lever_names=["engine", "model_alone"], peer_dir=str(_fake_peer(tmp_path / "p")))
+    names = set(PEER_VARIANTS) | set(PREDICT_VARIANTS) | set(LEVERS) | {"fp32"}
+    fields: set[str] = set()
+
+    def walk(node):
+        for key, value in node.items():
+            if key not in names:
+                fields.add(key)
+            if isinstance(value, dict) and key not in ("config", "cpu"):
+                walk(value)
+
+    walk(report)
+    table = bench.__doc__.split("The JSON report")[1]
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", table))
+    undocumented = sorted(fields - words)
+    assert not undocumented, undocumented

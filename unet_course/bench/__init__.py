@@ -10,7 +10,8 @@ Three sections, each in its own module: 三个部分，各在一个模块中：
 - :mod:`.levers` (``levers=True``): the training engine against the model alone, and each speed lever.
   训练引擎相对最小循环的开销，以及各提速手段
 - :mod:`.peer` (``peer_dir=...``): the training engine against an outside U-Net loop (a checkout of
-  Pytorch-UNet) at equal model. 与外部 U-Net 训练循环在相同模型下对比
+  Pytorch-UNet) at equal model, and (:mod:`.ceiling`) the most any loop at that model could gain here.
+  与外部 U-Net 训练循环在相同模型下对比，并给出相同模型下任何训练循环在本机上的提速上限
 
 Timings from a machine shared with other jobs are noisy: every section alternates its variants round by round and
 reports medians, so compare the ratios inside one report, not absolute seconds across reports.
@@ -28,15 +29,19 @@ field                                     meaning
 ``params``                                parameters of the benchmarked U-Net
 ``gflop_per_image``                       ``forward`` and ``train_step`` GFLOP of one ``image_size`` image
 ``default_mode``                          the mode training uses by default here (``amp="auto"``)
-``modes.<m>.amp`` / ``channels_last``     the mode's AMP policy name and memory format
+``modes.<m>.amp`` / ``channels_last``     the mode's AMP policy name and memory format;
+                                          ``gradient_checkpointing``: whether ``+ckpt`` is on
 ``modes.<m>.train|infer.img_per_s``       images per second from the median step (``img_per_s_mean``: mean)
 ``modes.<m>.*.seconds_per_step``          median step time; ``step_times_s``: every timed step
-``modes.<m>.*.peak_memory_mb``            memory growth during the phase (``memory_method`` says how)
+``modes.<m>.*.peak_memory_mb``            memory growth during the phase (``memory_method`` says how);
+                                          ``process_peak_mb``: the process's whole high-water mark
 ``modes.<m>.*.gflop_per_s``               ``img_per_s`` x GFLOP per image
 ``modes.<m>.train.loss_last``             last loss (``loss_finite``: it is finite); ``optimizer``: its class
-``modes.<m>.train|infer_speedup_vs_fp32`` throughput over the ``fp32`` mode of the same run (None without it)
+``modes.<m>.train_speedup_vs_fp32``       throughput over the ``fp32`` mode of the same run (None without it);
+                                          ``infer_speedup_vs_fp32`` likewise for inference
 ``predict.size``, ``amp``, ``tile``       image size (H, W), AMP policy and tile side of the predict section
-``predict.variants.<v>.seconds_per_image``  median wall seconds per image (``cpu_seconds_per_image``: CPU time)
+``predict.variants.<v>.seconds_per_image``  median wall seconds per image (``cpu_seconds_per_image``: CPU time;
+                                          ``times_s``: every timed image)
 ``predict.tta_vs_whole``                  ``whole+tta`` time over ``whole`` (4 flips cost at most 4x)
 ``predict.tta_batch_speedup``             four flip passes over one batch of 4 flips (> 1: batching wins)
 ``predict.tiled_vs_whole``                tiled time over whole-image time
@@ -46,9 +51,19 @@ field                                     meaning
 ``levers.levers.<l>.skipped``             why the lever could not run here
 ``levers.engine_vs_model_alone``          ``engine`` time over ``model_alone`` time (> 1: engine overhead)
 ``peer.variants.<v>.seconds_per_step``    median step of ``engine``, ``ours_in_peer_loop``, ``peer``
-                                          (``img_per_s``, ``step_times_s``); ``peer.amp``: their precision
+                                          (``img_per_s``, ``step_times_s``); ``peer.amp``: their precision;
+                                          ``peer.peer_dir``: the checkout it imported
 ``peer.engine_vs_peer``                   ``peer`` time over ``engine`` time (> 1: this project is faster)
 ``peer.ours_in_peer_loop_vs_peer``        ``peer`` time over this project's model in the peer's loop
+``matmul_peak``                           with the peer section: best GFLOP/s of a square matrix product
+                                          (``side``) in the step's ``dtype`` (:mod:`.ceiling`)
+``peer.variants.<v>.gflop_per_s``         ``train_step`` GFLOP x batch over the median step time;
+                                          ``fraction_of_matmul_peak``: that over ``matmul_peak.gflop_per_s``
+``peer.convolutions_alone``               the model's convolution layers alone, forward + backward, each at its
+                                          step shape (``layers``; best of 3 each, summed: ``seconds_per_step``;
+                                          ``gflop_per_s``, ``fraction_of_matmul_peak`` as for a variant)
+``peer.ceiling_vs_peer``                  the peer's step time over ``convolutions_alone``: the largest
+                                          ``engine_vs_peer`` a loop at equal model, on the same kernels, could reach here
 ``train_step``, ``memory_note``           what a mode's train step runs and how memory is measured
 ========================================  ========================================================================
 """
@@ -63,7 +78,8 @@ import torch
 from ..env import cpu_info, pick_device
 from ..errors import ConfigError
 from ..model import UNet, count_parameters
-from ..precision import cpu_has_fast_bf16
+from ..precision import amp_policy, cpu_has_fast_bf16
+from .ceiling import against_peak, convolutions_alone, matmul_peak
 from .levers import LEVERS, bench_levers, lean_loss
 from .modes import CPU_MODES_NO_BF16, DEFAULT_MODES, _bench_mode, count_flops, default_mode, parse_mode
 from .peer import PEER_VARIANTS, bench_peer, check_peer
@@ -196,7 +212,23 @@ def run_benchmark(base_channels: int = 64, depth: int = 4, image_size: int = 256
         report["levers"] = bench_levers(cfg, dev, verbose)
     if peer_dir is not None:
         report["peer"] = bench_peer(cfg, dev, peer_dir, verbose)
+        _add_ceiling(report, cfg, flops["train_step"] * batch_size, dev)
     return report
+
+
+def _add_ceiling(report: dict[str, Any], cfg: dict[str, Any], gflop_per_step: float, dev: torch.device) -> None:
+    """Measure :mod:`.ceiling`'s two yardsticks in the peer section's precision and set the variants against them.
+    测量两把尺子，并把各变体与之对比"""
+    policy = amp_policy(dev, "auto")
+    peak = matmul_peak(dev, policy.dtype)
+    report["matmul_peak"] = peak
+    sec = report["peer"]
+    for res in sec["variants"].values():
+        res.update(against_peak(res["seconds_per_step"], gflop_per_step, peak["gflop_per_s"]))
+    convs = convolutions_alone(cfg, dev, policy)
+    sec["convolutions_alone"] = {**convs, **against_peak(convs["seconds_per_step"], gflop_per_step,
+                                                         peak["gflop_per_s"])}
+    sec["ceiling_vs_peer"] = round(sec["variants"]["peer"]["seconds_per_step"] / convs["seconds_per_step"], 3)
 
 
 __all__ = ["DRIVE_SIZE", "LEVERS", "PEER_VARIANTS", "PREDICT_VARIANTS", "bench_levers", "bench_peer", "bench_predict", "count_flops",
