@@ -59,6 +59,23 @@ def test_drive_train_val_split_is_seeded_and_disjoint(drive_root):
     assert DRIVEDataset(drive_root, split="val", val_fraction=0.2, seed=1).names != va.names
 
 
+def test_drive_train_images_keeps_the_first_n_of_the_training_split_and_the_same_validation(drive_root):
+    full = DRIVEDataset(drive_root, split="train", folds=5, fold=3)
+    fewer = DRIVEDataset(drive_root, split="train", folds=5, fold=3, train_images=8)
+    assert len(full) == 16 and fewer.names == full.names[:8]
+    val = DRIVEDataset(drive_root, split="val", folds=5, fold=3)
+    assert DRIVEDataset(drive_root, split="val", folds=5, fold=3, train_images=8).names == val.names
+    assert not set(fewer.names) & set(val.names)
+    for bad in (0, 17, 2.5, True):
+        with pytest.raises(ConfigError, match=r"train_images=.*from 1 to 16"):
+            DRIVEDataset(drive_root, split="train", folds=5, fold=3, train_images=bad)
+    # The same option through TrainConfig and the loaders (the CLI's --dataset-options). 经由配置与数据加载器
+    cfg = TrainConfig(dataset="drive", data_dir=str(drive_root), folds=5, fold=3, crop_size=64, batch_size=2,
+                      dataset_options={"train_images": 4})
+    train_loader, val_loader, _ = build_loaders(cfg)
+    assert train_loader.dataset.names == full.names[:4] and val_loader.dataset.names == val.names
+
+
 def test_drive_training_crop_keeps_labels(drive_root):
     tr = DRIVEDataset(drive_root, split="train", crop_size=96, scale=0.5)
     item = tr[0]

@@ -74,9 +74,18 @@ def _fold_indices(n: int, seed: int, folds: int, fold: int) -> tuple[list[int], 
 
 
 def select_split(n: int, split: str, val_fraction: float, seed: int, what: str, *, folds: int = 0,
-                 fold: int = 0) -> list[int]:
+                 fold: int = 0, train_images: int | None = None) -> list[int]:
     """Indices of ``split`` (``"train"``, ``"val"`` or ``"all"``) among ``n`` labelled items.
     返回某个划分在 n 个样本中的索引
+
+    ``train_images`` keeps only the first that many items of the ``"train"`` split (a learning curve: how does the
+    score grow with the labelled data?); the other splits are unchanged, so the validation images stay the same.
+    train_images 只保留训练划分的前若干个样本（学习曲线），验证划分不变
+
+    >>> select_split(10, "train", 0.2, 0, "toy", folds=5, fold=0), select_split(10, "val", 0.2, 0, "toy", folds=5, fold=0)
+    ([0, 1, 2, 3, 6, 7, 8, 9], [4, 5])
+    >>> select_split(10, "train", 0.2, 0, "toy", folds=5, fold=0, train_images=3)
+    [0, 1, 2]
     """
     if split == "all":
         return list(range(n))
@@ -84,6 +93,11 @@ def select_split(n: int, split: str, val_fraction: float, seed: int, what: str, 
         raise ConfigError(f"Unknown split {split!r} for {what}; choose one of: train, val, all.")
     train_idx, val_idx = split_indices(n, val_fraction, seed, folds=folds, fold=fold)
     chosen = train_idx if split == "train" else val_idx
+    if split == "train" and train_images is not None:
+        if isinstance(train_images, bool) or not isinstance(train_images, int) or not 1 <= train_images <= len(chosen):
+            raise ConfigError(f"train_images={train_images!r} for {what}: give a whole number from 1 to {len(chosen)}, "
+                              f"the size of its training split.")
+        chosen = chosen[:train_images]                                  # 只用前 N 张训练图像
     if not chosen:
         raise ConfigError(
             f"The {split!r} split of {what} is empty ({n} item(s), val_fraction={val_fraction}). Use "

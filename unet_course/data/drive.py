@@ -120,6 +120,8 @@ class DRIVEDataset(SegmentationDataset):
         seed: seed of the train/val split. 划分种子
         folds, fold: k-fold cross-validation: validate on fold ``fold`` of ``folds`` (``val_fraction`` unused;
             see :func:`~unet_course.data.base.split_indices`). k 折交叉验证
+        train_images: train on only the first that many images of the ``"train"`` split, validation unchanged (a
+            learning curve; ``--dataset-options '{"train_images": 8}'``). 只用训练划分的前若干张图像
         in_channels: None or 3 keeps RGB; 1 is refused (see :func:`~unet_course.data.io.match_channels`).
         use_fov: mark pixels outside the FOV with ``ignore_index`` (default True). 是否使用视野掩码
         train, augment, crop_size, scale, mean, std, ignore_index, transform: see
@@ -137,7 +139,8 @@ class DRIVEDataset(SegmentationDataset):
                  seed: int = 0, in_channels: int | None = None, use_fov: bool = True, train: bool | None = None,
                  augment: bool = True, crop_size: int | None = None, scale: float = 1.0,
                  mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-                 ignore_index: int = 255, transform=None, folds: int = 0, fold: int = 0) -> None:
+                 ignore_index: int = 255, transform=None, folds: int = 0, fold: int = 0,
+                 train_images: int | None = None) -> None:
         if root is None:
             root = data_root() / "DRIVE"
         root = Path(root).expanduser()
@@ -150,7 +153,8 @@ class DRIVEDataset(SegmentationDataset):
         if split == "test":
             chosen = list(range(len(names)))
         else:
-            chosen = select_split(len(names), split, val_fraction, seed, f"DRIVE ({root})", folds=folds, fold=fold)
+            chosen = select_split(len(names), split, val_fraction, seed, f"DRIVE ({root})", folds=folds, fold=fold,
+                                  train_images=train_images)
         self.root = root
         self.split = split
         self._images = [images[i] for i in chosen]
