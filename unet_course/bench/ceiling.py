@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -30,12 +31,24 @@ from .modes import sync
 MATMUL_SIDE = 2048
 
 
+def _best_seconds(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls of ``fn``, after one untimed call (kernel choice, caches).
+    The best call rather than the median: these are ceilings, and a burst of load from another process only slows a
+    call down. 预热一次后计时若干次取最快：这是上限，其他进程的干扰只会让某次变慢"""
+    fn()
+    sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def matmul_peak(device: torch.device, dtype: torch.dtype, side: int = MATMUL_SIDE, repeats: int = 5) -> dict[str, Any]:
     """The best GFLOP/s of ``side x side`` matrix products in ``dtype`` on ``device``, over ``repeats`` timed calls.
     方阵乘法的最佳 GFLOP/s
-
-    The best call rather than the median: the field is a ceiling, and a burst of load from another process only
-    slows a call down. 取最好的一次：这是上限，其他进程的干扰只会让某次变慢
 
     >>> peak = matmul_peak(torch.device("cpu"), torch.float32, side=64, repeats=2)
     >>> peak["dtype"], peak["side"], peak["gflop_per_s"] > 0
@@ -44,14 +57,7 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, side: int = MATMUL_SID
     gen = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randn(side, side, generator=gen).to(device=device, dtype=dtype)   # (N, N)
     b = torch.randn(side, side, generator=gen).to(device=device, dtype=dtype)   # (N, N)
-    a @ b                                                                        # warm-up: kernel choice
-    sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
+    best = _best_seconds(lambda: a @ b, device, repeats)
     return {"dtype": str(dtype).removeprefix("torch."), "side": side,
             "gflop_per_s": round(2 * side ** 3 / best / 1e9, 1)}
 
@@ -92,18 +98,15 @@ def convolutions_alone(cfg: dict[str, Any], device: torch.device, policy: AmpPol
     total = 0.0
     for i, (layer, seen) in enumerate(_conv_inputs(model, x.contiguous(memory_format=fmt), policy)):
         inp = torch.randn_like(seen).contiguous(memory_format=fmt).requires_grad_(i > 0)  # same shape, dtype
-        times = []
-        for _ in range(repeats + 1):                                    # the first call is a warm-up 首次为预热
+
+        def step(layer: nn.Module = layer, inp: torch.Tensor = inp) -> None:
             layer.zero_grad(set_to_none=True)
             inp.grad = None
-            t0 = time.perf_counter()
             with autocast(policy):
                 out = layer(inp)
             out.backward(torch.ones_like(out))
-            sync(device)
-            times.append(time.perf_counter() - t0)
-        best = min(times[1:])
-        total += best
+
+        total += _best_seconds(step, device, repeats)
     return {"seconds_per_step": round(total, 4), "layers": i + 1}
 
 
