@@ -58,8 +58,10 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, side: int = MATMUL_SID
     a = torch.randn(side, side, generator=gen).to(device=device, dtype=dtype)   # (N, N)
     b = torch.randn(side, side, generator=gen).to(device=device, dtype=dtype)   # (N, N)
     best = _best_seconds(lambda: a @ b, device, repeats)
-    return {"dtype": str(dtype).removeprefix("torch."), "side": side,
-            "gflop_per_s": round(2 * side ** 3 / best / 1e9, 1)}
+    rate = 2 * side ** 3 / best / 1e9                                  # GFLOP/s
+    # Four significant digits: 407.7 for a real peak, and never 0.0 for a small product on a busy machine.
+    # 保留四位有效数字：小矩阵在繁忙的机器上也不会舍入为 0
+    return {"dtype": str(dtype).removeprefix("torch."), "side": side, "gflop_per_s": float(f"{rate:.4g}")}
 
 
 def _conv_inputs(model: nn.Module, x: torch.Tensor, policy: AmpPolicy) -> list[tuple[nn.Module, torch.Tensor]]:
