@@ -12,8 +12,10 @@ from cli_helpers import toy_sample
 from PIL import Image
 
 from unet_course.cli import main
+from unet_course.cli.cv import _fold_dataset
+from unet_course.cli.evaluate import dataset_kwargs
 from unet_course.config import TrainConfig
-from unet_course.data import build_dataset, split_indices
+from unet_course.data import build_dataset, build_loaders, split_indices
 from unet_course.errors import ConfigError
 
 
@@ -51,6 +53,31 @@ def test_folder_dataset_takes_the_fold(tmp_path: Path) -> None:
     root = _folder(tmp_path / "data")
     vals = [build_dataset("folder", root=root, split="val", folds=3, fold=f).names for f in range(3)]
     assert sorted(sum(vals, [])) == [f"case_{k}" for k in range(6)]
+
+
+def test_data_seed_keeps_the_folds_while_seed_changes_the_training(tmp_path: Path) -> None:
+    """``--seed 1 --data-seed 0`` validates on the folds of ``--seed 0`` (run-to-run noise on the same folds).
+    固定 data_seed 时，改变 seed 不会改变各折的划分"""
+    root = _folder(tmp_path / "data", n=9)
+
+    def fold_names(**seeds) -> tuple[list[str], list[str], list[str]]:
+        cfg = TrainConfig(dataset="folder", data_dir=str(root), folds=3, fold=1, crop_size=16, batch_size=2,
+                          num_workers=0, **seeds)
+        train_loader, val_loader, _ = build_loaders(cfg)
+        return train_loader.dataset.names, val_loader.dataset.names, _fold_dataset(cfg).names
+
+    base = fold_names(seed=0)
+    assert base[1] == base[2] and set(base[0]).isdisjoint(base[1])   # cv scores the fold it validated on
+    assert fold_names(seed=1, data_seed=0) == base                    # same folds, other training draws
+    moved = [fold_names(seed=s) for s in range(1, 6)]
+    assert any(m[1] != base[1] for m in moved)                        # without it, the seed moves the folds
+    assert fold_names(seed=0, data_seed=1) == moved[0]                # data_seed alone decides the split
+    checkpoint_cfg = TrainConfig(seed=1, data_seed=0).to_dict()       # evaluate rebuilds the same split
+    assert dataset_kwargs("folder", "val", checkpoint_cfg)["seed"] == 0
+    assert dataset_kwargs("folder", "val", TrainConfig(seed=3).to_dict())["seed"] == 3
+    for bad in ({"seed": -1}, {"data_seed": -2}):
+        with pytest.raises(ConfigError, match=f"{next(iter(bad))} must be a whole number >= 0"):
+            TrainConfig(**bad)
 
 
 def test_cv_command_trains_each_fold_scores_thresholds_and_resumes(tmp_path: Path, capsys) -> None:

@@ -84,6 +84,25 @@ def check_scale(value: Any, name: str = "scale") -> float:
     return float(value)
 
 
+def data_seed_of(settings: Any) -> int:
+    """The one rule for the seed of the data: ``data_seed`` when set, else ``seed``. 数据划分所用的种子
+
+    The data sets take it as their ``seed`` (the train/val split, the k folds; the synthetic samples), while
+    ``seed`` alone seeds the training (initial weights, crops, shuffles). So ``--seed 1 --data-seed 0`` trains
+    on the same folds as ``--seed 0`` with other random draws: the run-to-run noise of a fold.
+    数据集以它作为 seed；训练的随机性只由 seed 决定，因此固定 data_seed 可在同样的折上比较不同种子
+
+    Args:
+        settings: a :class:`TrainConfig` or its dict (a checkpoint's ``train_config``). 配置或其字典
+
+    >>> data_seed_of({"seed": 1}), data_seed_of({"seed": 1, "data_seed": 0}), data_seed_of(TrainConfig(seed=2))
+    (1, 0, 2)
+    """
+    values = settings if isinstance(settings, dict) else vars(settings)
+    chosen = values.get("data_seed")
+    return int(values.get("seed", 0) if chosen is None else chosen)
+
+
 @dataclass
 class TrainConfig:
     """Every knob of a training run. 训练运行的全部参数
@@ -158,7 +177,11 @@ class TrainConfig:
                                            "in it (epochs stays the upper bound); none -> epochs alone 训练时间预算（秒）")
     # --- run 运行 ---
     device: str = knob("auto", "auto | cpu | cuda | cuda:N | mps 设备")
-    seed: int = knob(0, "random seed 随机种子")
+    seed: int = knob(0, "random seed: initial weights, crops, shuffles, and the data split unless data_seed is set "
+                        "随机种子")
+    data_seed: int | None = knob(None, "seed of the data alone: the train/val split and the k folds (synthetic: the "
+                                       "samples); none -> seed. Keep it fixed to compare seeds on the same folds "
+                                       "数据划分种子")
     deterministic: bool = knob(False, "deterministic kernels (bit-exact resume) 确定性计算")
     out_dir: str | None = knob(None, "output folder; none -> runs/train (or /kaggle/working/runs/train) 输出目录")
     resume: str | None = knob(None, "checkpoint to resume from ('last' -> <out_dir>/last.pt) 续训检查点")
@@ -205,6 +228,10 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}.")
+        for name in ("seed", "data_seed"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{name} must be a whole number >= 0, got {value!r}.")
         if not (self.lr > 0):
             raise ConfigError(f"lr must be > 0, got {self.lr!r}.")
         if self.folds and not (self.folds >= 2 and 0 <= self.fold < self.folds):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import load_model
+from ..config import data_seed_of
 from ..data import build_dataset
 from ..env import default_out_dir
 from ..files import ensure_writable_dir, write_json
@@ -58,7 +59,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def _fold_dataset(cfg: Any) -> Any:
     """The validation images of ``cfg.fold`` at native size (prediction re-applies the enhancement). 本折验证集"""
-    return build_dataset(cfg.dataset, root=cfg.data_dir, split="val", seed=cfg.seed, folds=cfg.folds, fold=cfg.fold)
+    return build_dataset(cfg.dataset, root=cfg.data_dir, split="val", seed=data_seed_of(cfg), folds=cfg.folds,
+                         fold=cfg.fold)
 
 
 def run_fold(cfg: Any, thresholds: list[float]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import load_model
-from ..config import SPLITS
+from ..config import SPLITS, data_seed_of
 from ..data import build_dataset
 from ..env import pick_device
 from ..files import ensure_writable_file, to_plain, write_json
@@ -95,7 +95,7 @@ def dataset_kwargs(name: str, split: str, train_cfg: dict[str, Any], same_datase
     >>> dataset_kwargs("isbi2012", "holdout", {"seed": 0, "val_fraction": 0.2, "dataset_options": {"n_holdout": 3}})
     {'seed': 0, 'val_fraction': 0.2, 'n_holdout': 3}
     """
-    wanted: dict[str, Any] = {"seed": train_cfg.get("seed"), "in_channels": train_cfg.get("in_channels")}
+    wanted: dict[str, Any] = {"seed": data_seed_of(train_cfg), "in_channels": train_cfg.get("in_channels")}
     if name.replace("_", "-").lower().startswith("synthetic"):
         wanted["image_size"] = train_cfg.get("image_size")
         wanted["n_samples"] = train_cfg.get("train_samples" if split == "train" else "val_samples")

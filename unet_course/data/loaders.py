@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler, default_collate
 
+from ..config import data_seed_of
 from ..errors import ConfigError, DataError, UNetCourseError
 from .base import SegmentationDataset, split_indices
 from .drive import DRIVEDataset
@@ -343,7 +344,7 @@ def _train_and_val_datasets(cfg, key: str) -> tuple[SegmentationDataset, Segment
     """The two splits of ``cfg``; no validation set for real data with ``val_fraction == 0``.
     按 cfg 构建训练与验证数据集；真实数据 val_fraction=0 时没有验证集
     """
-    common = dict(seed=cfg.seed, scale=cfg.scale, ignore_index=cfg.ignore_index)
+    common = dict(seed=data_seed_of(cfg), scale=cfg.scale, ignore_index=cfg.ignore_index)   # 数据划分种子
     if cfg.in_channels is not None:
         common["in_channels"] = cfg.in_channels
     common.update(dataset_options(key, getattr(cfg, "dataset_options", None)))   # 如 ISBI-2012 的 n_val / n_holdout
@@ -374,7 +375,8 @@ def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLo
     根据 TrainConfig 构建训练与验证数据加载器
 
     Honours ``dataset, data_dir, scale, crop_size, image_size, train_samples, val_samples, val_fraction,
-    samples_per_epoch, augment, rotate, num_workers, batch_size, seed, ignore_index, in_channels, enhance``. The training loader
+    samples_per_epoch, augment, rotate, num_workers, batch_size, seed, data_seed, ignore_index, in_channels, enhance``. The
+    data sets split with :func:`~unet_course.config.data_seed_of` (``data_seed``, else ``seed``). The training loader
     shuffles with its own ``torch.Generator`` seeded by ``cfg.seed``; the caller can reseed it per epoch through
     ``train_loader.generator.manual_seed(...)`` for exact resumption (with ``samples_per_epoch`` the same
     generator drives the ``RandomSampler``, ``train_loader.sampler.generator``). ``samples_per_epoch`` (real data
