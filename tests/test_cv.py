@@ -39,13 +39,13 @@ def test_bad_fold_settings_are_refused_clearly() -> None:
         TrainConfig(folds=1)
 
 
-def _folder(root: Path, n: int = 6) -> Path:
+def _folder(root: Path, n: int = 6, suffix: str = "_mask") -> Path:
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
     for k in range(n):
         img, mask = toy_sample(32, 32, seed=k)
         Image.fromarray(img).save(root / "images" / f"case_{k}.png")
-        Image.fromarray(mask).save(root / "masks" / f"case_{k}_mask.png")
+        Image.fromarray(mask).save(root / "masks" / f"case_{k}{suffix}.png")
     return root
 
 
@@ -100,3 +100,19 @@ def test_cv_command_trains_each_fold_scores_thresholds_and_resumes(tmp_path: Pat
     stamp = (out / "fold_0" / "last.pt").stat().st_mtime_ns
     assert main(argv) == 0                                              # finished folds are not trained again
     assert (out / "fold_0" / "last.pt").stat().st_mtime_ns == stamp     # 已完成的折不会重新训练
+
+
+def test_cv_scores_each_fold_with_the_dataset_options_it_trained_with(tmp_path: Path) -> None:
+    """Masks named ``*_seg.png``: training and the fold's scoring both take ``mask_suffix`` from the options.
+    掩码后缀由 dataset_options 给出时，训练与评分都使用它"""
+    root = _folder(tmp_path / "data", suffix="_seg")
+    out = tmp_path / "cv"
+    argv = ["cv", "--dataset", "folder", "--data-dir", str(root), "--folds", "2", "--epochs", "1",
+            "--batch-size", "2", "--base-channels", "4", "--depth", "2", "--num-workers", "0", "--amp", "off",
+            "--progress", "none", "--out-dir", str(out), "--dataset-options", '{"mask_suffix": "_seg"}']
+    assert main(argv) == 0
+    summary = json.loads((out / "cv.json").read_text())
+    assert [f["n_images"] for f in summary["folds"]] == [3, 3]
+    cfg = TrainConfig(dataset="folder", data_dir=str(root), folds=2, fold=1, dataset_options={"mask_suffix": "_seg"})
+    _, val_loader, _ = build_loaders(cfg.replace(crop_size=16, batch_size=2, num_workers=0))
+    assert _fold_dataset(cfg).names == val_loader.dataset.names       # the images it validated on

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..checkpoint import load_model
 from ..config import data_seed_of
-from ..data import build_dataset
+from ..data import build_dataset, dataset_options
 from ..env import default_out_dir
 from ..files import ensure_writable_dir, write_json
 from ..inference.calibration import DEFAULT_THRESHOLDS, score_thresholds
@@ -58,9 +58,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _fold_dataset(cfg: Any) -> Any:
-    """The validation images of ``cfg.fold`` at native size (prediction re-applies the enhancement). 本折验证集"""
+    """The validation images of ``cfg.fold`` at native size (prediction re-applies the enhancement), found with the
+    same ``dataset_options`` as in training (e.g. a folder's ``mask_suffix``). 本折验证集，数据集参数与训练时相同"""
+    options = dataset_options(cfg.dataset, cfg.dataset_options)
     return build_dataset(cfg.dataset, root=cfg.data_dir, split="val", seed=data_seed_of(cfg), folds=cfg.folds,
-                         fold=cfg.fold)
+                         fold=cfg.fold, **options)
 
 
 def run_fold(cfg: Any, thresholds: list[float]) -> dict[str, Any]:

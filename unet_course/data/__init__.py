@@ -36,6 +36,7 @@ from .loaders import (
     build_dataset,
     build_loaders,
     collate_segmentation,
+    dataset_options,
     resolve_num_workers,
     worker_free_message,
 )
@@ -52,7 +53,7 @@ from .synthetic import SYNTHETIC_MEAN, SYNTHETIC_STD, SyntheticSegmentation, ren
 from .transforms import SegmentationTransform, compute_mean_std, preprocess_image, scaled_size
 
 __all__ = [
-    "DATASETS", "DataInfo", "build_dataset", "build_loaders", "resolve_num_workers", "split_indices",
+    "DATASETS", "DataInfo", "build_dataset", "build_loaders", "dataset_options", "resolve_num_workers", "split_indices",
     "collate_segmentation", "SegmentationLoader", "worker_free_message",
     "SegmentationDataset", "SyntheticSegmentation", "render_sample", "FolderPairs", "CarvanaDataset",
     "DRIVEDataset", "ISBI2012Dataset",
