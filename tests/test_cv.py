@@ -80,12 +80,17 @@ def test_data_seed_keeps_the_folds_while_seed_changes_the_training(tmp_path: Pat
             TrainConfig(**bad)
 
 
+def _tiny_cv(root: Path, out: Path, *extra: str) -> list[str]:
+    """``unet-course cv`` arguments: 2 folds of a tiny model for one epoch on the folder ``root``. 微型交叉验证参数"""
+    return ["cv", "--dataset", "folder", "--data-dir", str(root), "--folds", "2", "--epochs", "1",
+            "--batch-size", "2", "--base-channels", "4", "--depth", "2", "--num-workers", "0", "--amp", "off",
+            "--progress", "none", "--out-dir", str(out), *extra]
+
+
 def test_cv_command_trains_each_fold_scores_thresholds_and_resumes(tmp_path: Path, capsys) -> None:
     root = _folder(tmp_path / "data")
     out = tmp_path / "cv"
-    argv = ["cv", "--dataset", "folder", "--data-dir", str(root), "--folds", "2", "--epochs", "1",
-            "--batch-size", "2", "--base-channels", "4", "--depth", "2", "--num-workers", "0", "--amp", "off",
-            "--progress", "none", "--out-dir", str(out), "--thresholds", "0.4,0.5,0.6"]
+    argv = _tiny_cv(root, out, "--thresholds", "0.4,0.5,0.6")
     assert main(argv) == 0
     summary = json.loads((out / "cv.json").read_text())
     assert summary["n_folds"] == 2 and [f["fold"] for f in summary["folds"]] == [0, 1]
@@ -107,10 +112,7 @@ def test_cv_scores_each_fold_with_the_dataset_options_it_trained_with(tmp_path: 
     掩码后缀由 dataset_options 给出时，训练与评分都使用它"""
     root = _folder(tmp_path / "data", suffix="_seg")
     out = tmp_path / "cv"
-    argv = ["cv", "--dataset", "folder", "--data-dir", str(root), "--folds", "2", "--epochs", "1",
-            "--batch-size", "2", "--base-channels", "4", "--depth", "2", "--num-workers", "0", "--amp", "off",
-            "--progress", "none", "--out-dir", str(out), "--dataset-options", '{"mask_suffix": "_seg"}']
-    assert main(argv) == 0
+    assert main(_tiny_cv(root, out, "--dataset-options", '{"mask_suffix": "_seg"}')) == 0
     summary = json.loads((out / "cv.json").read_text())
     assert [f["n_images"] for f in summary["folds"]] == [3, 3]
     cfg = TrainConfig(dataset="folder", data_dir=str(root), folds=2, fold=1, dataset_options={"mask_suffix": "_seg"})
