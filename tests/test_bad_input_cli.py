@@ -144,10 +144,25 @@ def test_train_reports_a_wrong_type_and_a_non_finite_lr(tmp_path, monkeypatch, c
     assert "'lr' must be a finite number, got inf" in capsys.readouterr().err
 
 
-def test_predict_refuses_a_bad_scale_before_loading_the_model(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("flag, value, message", [
+    ("--scale", "5", "--scale must be in (0, 4], got 5.0"),
+    ("--threshold", "1.5", "--threshold must be in (0, 1), got 1.5"),
+    ("--threshold", "nan", "--threshold must be in (0, 1), got nan"),
+    ("--overlap", "1", "--overlap must be in [0, 1), got 1.0"),      # no --tile: still refused, never ignored
+])
+def test_predict_refuses_a_bad_setting_before_loading_the_model(tmp_path, monkeypatch, capsys, flag, value, message):
     inputs = _images(tmp_path / "images", "x.png")
     monkeypatch.setattr("unet_course.cli.predict.load_model", _boom)
+    out = tmp_path / "o"
     code = cli.main(["predict", "-m", str(rgb_checkpoint(tmp_path)), "-i", str(inputs / "x.png"),
-                     "-o", str(tmp_path / "o"), "--scale", "5"])
+                     "-o", str(out), flag, value])
     assert code == 2
-    assert r"--scale must be in (0, 4], got 5.0" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"error: {message}.\n"
+    assert not out.exists()                                          # 出错时不留下空的输出目录
+
+
+def test_evaluate_refuses_a_bad_threshold_before_loading_the_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("unet_course.cli.evaluate.load_model", _boom)
+    code = cli.main(["evaluate", str(rgb_checkpoint(tmp_path)), "--threshold", "0"])
+    assert code == 2
+    assert "--threshold must be in (0, 1), got 0.0" in capsys.readouterr().err

@@ -9,9 +9,11 @@ import json
 import math
 
 import pytest
+import torch
 
-from unet_course.config import AMP_MODES, OPTIMIZERS, TrainConfig, check_scale, field_types
+from unet_course.config import AMP_MODES, OPTIMIZERS, TrainConfig, check_scale, check_threshold, field_types
 from unet_course.errors import ConfigError
+from unet_course.metrics import probs_to_labels
 
 
 @pytest.mark.parametrize("values,field,expected", [
@@ -67,6 +69,17 @@ def test_check_scale_is_the_one_scale_rule():
             check_scale(bad, "--scale")
     with pytest.raises(ConfigError, match=r"scale must be in \(0, 4\], got 5"):
         TrainConfig(scale=5)
+
+
+def test_check_threshold_is_the_one_threshold_rule():
+    assert check_threshold(0.5) == 0.5 and check_threshold(1e-6) == 1e-6
+    for bad in (0, 1, -0.1, 1.5, math.nan, math.inf, "0.5", True, None):
+        with pytest.raises(ConfigError, match=r"--threshold must be in \(0, 1\)"):
+            check_threshold(bad, "--threshold")
+    with pytest.raises(ConfigError, match=r"threshold must be in \(0, 1\), got 1.0"):
+        TrainConfig(threshold=1.0)
+    with pytest.raises(ConfigError, match=r"threshold must be in \(0, 1\), got 1"):
+        probs_to_labels(torch.full((2, 3, 3), 0.5), threshold=1)      # the decision rule calls the same check
 
 
 def test_every_field_has_help_and_real_types():

@@ -84,6 +84,32 @@ def check_scale(value: Any, name: str = "scale") -> float:
     return float(value)
 
 
+def check_threshold(value: Any, name: str = "threshold") -> float:
+    """The one rule for a foreground threshold: a number strictly between 0 and 1. 前景阈值必须在 (0, 1) 之内
+
+    Args:
+        value: the threshold to check. 待检查的阈值
+        name: how to call it in the message (``"threshold"``, ``"--threshold"``). 消息中使用的名称
+
+    Returns:
+        ``value`` as a float.
+
+    Raises:
+        ConfigError: not a number, or outside ``(0, 1)`` (NaN included).
+
+    >>> check_threshold(0.5)
+    0.5
+    >>> check_threshold(1.5, "--threshold")
+    Traceback (most recent call last):
+    ...
+    unet_course.errors.ConfigError: --threshold must be in (0, 1), got 1.5.
+    """
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not number or not (0.0 < value < 1.0):                     # NaN fails the comparison too 比较对 NaN 也不成立
+        raise ConfigError(f"{name} must be in (0, 1), got {value!r}.")
+    return float(value)
+
+
 def data_seed_of(settings: Any) -> int:
     """The one rule for the seed of the data: ``data_seed`` when set, else ``seed``. 数据划分所用的种子
 
@@ -246,8 +272,7 @@ class TrainConfig:
             raise ConfigError(f"crop_size must be >= 8 pixels (or None), got {self.crop_size!r}.")
         if not (0.0 <= self.rotate <= 180.0):
             raise ConfigError(f"rotate must be an angle in [0, 180] degrees, got {self.rotate!r}.")
-        if not (0.0 < self.threshold < 1.0):
-            raise ConfigError(f"threshold must be in (0, 1), got {self.threshold!r}.")
+        check_threshold(self.threshold)
         if self.predict_tile is not None and self.predict_tile < 8:
             raise ConfigError(f"predict_tile must be >= 8 pixels (or None for the whole image), got {self.predict_tile!r}.")
         if self.num_workers != "auto" and (isinstance(self.num_workers, str) or self.num_workers < 0):

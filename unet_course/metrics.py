@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import check_threshold
 from .errors import ConfigError, DataError
 
 MODES = ("multiclass", "binary")
@@ -109,9 +110,7 @@ def probs_to_labels(probs: torch.Tensor | np.ndarray, mode: str = "multiclass",
         if k != 2:
             raise ConfigError(f"mode='binary' expects the 2 channels [1 - p, p], got {k}; use 'multiclass'.")
     if k == 2:                                                          # 两类：按阈值判定前景
-        if not 0.0 < float(threshold) < 1.0:
-            raise ConfigError(f"threshold must be in (0, 1), got {threshold!r}.")
-        return (p.select(-3, 1) >= float(threshold)).long()            # (B, H, W) 前景概率不低于阈值
+        return (p.select(-3, 1) >= check_threshold(threshold)).long()            # (B, H, W) 前景概率不低于阈值
     if k < 2:
         raise ConfigError("mode='multiclass' expects >= 2 probability channels, got 1; use mode='binary'.")
     return p.argmax(dim=-3)                                            # (B, H, W) 最大概率的类别

@@ -27,9 +27,18 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import load_checkpoint, saved_train_config
-from ..config import AMP_MODES, BLEND_MODES, TrainConfig, check_scale, field_types, type_members
+from ..config import (
+    AMP_MODES,
+    BLEND_MODES,
+    TrainConfig,
+    check_scale,
+    check_threshold,
+    field_types,
+    type_members,
+)
 from ..env import default_out_dir
 from ..errors import ConfigError
+from ..inference import check_overlap
 from ..training import resolve_resume
 
 #: Keys of a recipe/config JSON that are notes, not fields. 配方 JSON 中作为说明、不是字段的键
@@ -164,20 +173,22 @@ def inference_options(args: argparse.Namespace) -> dict[str, Any]:
     """The shared flags as keywords of ``predict_image`` / ``evaluate_dataset`` (without ``device``).
     把共用推理参数转换为关键字参数（不含 device）
 
-    ``scale`` and ``threshold`` are left out when not given, so the checkpoint's values apply. ``--scale`` is
-    checked here, before any work (:func:`~unet_course.config.check_scale`); overlap and threshold are checked by
-    the inference code on the first image, before anything is written.
-    未给出 scale 与 threshold 时不传，使用检查点中的值；--scale 在开始工作前检查
+    ``scale`` and ``threshold`` are left out when not given, so the checkpoint's values apply. ``--scale``,
+    ``--threshold`` and ``--overlap`` are checked here, before any work, by their one rule each
+    (:func:`~unet_course.config.check_scale`, :func:`~unet_course.config.check_threshold`,
+    :func:`~unet_course.inference.check_overlap`); ``--overlap`` even when no tiles are used, so a wrong value
+    is never silently ignored.
+    未给出 scale 与 threshold 时不传，使用检查点中的值；三个参数都在开始工作前检查
 
     Raises:
-        ConfigError: ``--scale`` outside (0, 4].
+        ConfigError: ``--scale`` outside (0, 4], ``--threshold`` outside (0, 1), ``--overlap`` outside [0, 1).
     """
-    options: dict[str, Any] = {"tile": args.tile, "overlap": args.overlap, "tile_batch": args.tile_batch,
-                               "blend": args.blend, "tta": args.tta, "amp": args.amp}
+    options: dict[str, Any] = {"tile": args.tile, "overlap": check_overlap(args.overlap, "--overlap"),
+                               "tile_batch": args.tile_batch, "blend": args.blend, "tta": args.tta, "amp": args.amp}
     if args.scale is not None:
         options["scale"] = check_scale(args.scale, "--scale")
     if args.threshold is not None:
-        options["threshold"] = float(args.threshold)
+        options["threshold"] = check_threshold(args.threshold, "--threshold")
     return options
 
 

@@ -1,7 +1,8 @@
 """Lesson 05, prediction: overlap-tile sliding window, whole-image prediction with flip TTA, scoring, FOV masks.
 第 05 课：预测。重叠切片滑动窗口、整图预测与翻转 TTA、评分、视野掩码
 
-- :mod:`.tiling`: ``tile_starts``, ``blend_weights``, ``sliding_window_inference`` (the overlap-tile strategy)
+- :mod:`.tiling`: ``tile_starts``, ``blend_weights``, ``sliding_window_inference`` (the overlap-tile strategy),
+  ``check_overlap``
 - :mod:`.predict`: ``Prediction``, ``predict_image``, ``network_input``, ``predict_with_meta``, ``predict_probs``, ``settings_from_meta``
 - :mod:`.scoring`: ``score_prediction``, ``evaluate_dataset``, ``compare_resize_vs_sliding``, ``masked_target``
 - :mod:`.fov`: ``find_fov_mask``, ``apply_fov``
@@ -33,7 +34,7 @@ from .scoring import (
     masked_target,
     score_prediction,
 )
-from .tiling import BLEND_MODES, blend_weights, sliding_window_inference, tile_starts
+from .tiling import BLEND_MODES, blend_weights, check_overlap, sliding_window_inference, tile_starts
 
 __all__ = [
     "BLEND_MODES",
@@ -43,6 +44,7 @@ __all__ = [
     "Prediction",
     "apply_fov",
     "blend_weights",
+    "check_overlap",
     "compare_resize_vs_sliding",
     "estimate_forward_mb",
     "evaluate_dataset",

@@ -23,7 +23,9 @@ Shapes: the input is a preprocessed float32 batch ``(B, C, H, W)``; the output h
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -154,12 +156,27 @@ def _batched(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int
         yield items[i:i + size]
 
 
+def check_overlap(value: Any, name: str = "overlap") -> float:
+    """The one rule for the tile overlap: a fraction in ``[0, 1)`` of the tile. 切片重叠比例必须在 [0, 1) 之内
+
+    >>> check_overlap(0.25)
+    0.25
+    >>> check_overlap(1, "--overlap")
+    Traceback (most recent call last):
+    ...
+    unet_course.errors.ConfigError: --overlap must be in [0, 1), got 1.
+    """
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not number or not (0.0 <= value < 1.0):                    # NaN fails the comparison too 比较对 NaN 也不成立
+        raise ConfigError(f"{name} must be in [0, 1), got {value!r}.")
+    return float(value)
+
+
 def _check_settings(image: torch.Tensor, overlap: float, tile_batch: int) -> None:
     """Refuse a batch that is not 4-D, an overlap outside [0, 1) and a tile batch below 1. 检查参数"""
     if image.ndim != 4:
         raise ConfigError(f"sliding_window_inference expects (B, C, H, W), got shape {tuple(image.shape)}.")
-    if not (0.0 <= float(overlap) < 1.0):
-        raise ConfigError(f"overlap must be in [0, 1), got {overlap!r}.")
+    check_overlap(overlap)
     if int(tile_batch) < 1:
         raise ConfigError(f"tile_batch must be >= 1, got {tile_batch!r}.")
 
@@ -240,4 +257,4 @@ def sliding_window_inference(
     return (canvas / norm)[:, :, :h, :w].contiguous()                # (B, K, H, W) 归一化并去掉填充
 
 
-__all__ = ["BLEND_MODES", "blend_weights", "sliding_window_inference", "tile_starts"]
+__all__ = ["BLEND_MODES", "blend_weights", "check_overlap", "sliding_window_inference", "tile_starts"]
