@@ -9,13 +9,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: course test browser-test install notebooks bench lint clean help
+.PHONY: course test browser-test install notebooks listings bench lint clean help
 
 help:
 	@echo "make course     run the five course notebooks with papermill on the synthetic default data"
 	@echo "make test       run the unit tests, nbval over the notebooks and the browser test"
 	@echo "make browser-test  run every notebook in JupyterLab in headless Chromium (screenshots in runs/browser/)"
 	@echo "make notebooks  re-execute the committed notebooks and the Kaggle launcher in place (maintainers)"
+	@echo "make listings   renumber the notebooks' stored source listings after code above them moved (maintainers)"
 	@echo "make bench      print the CPU benchmark as JSON"
 
 # The stamp makes re-runs quick: pip runs again only when pyproject.toml changes.
@@ -59,6 +60,12 @@ browser-test: $(STAMP)
 notebooks: $(STAMP)
 	$(BIN)/python -m unet_course.notebook_tools execute notebooks/*.ipynb
 	$(BIN)/python -m unet_course.notebook_tools store-launcher
+
+# After an edit moves a function that a notebook shows, only its line numbers are stale: renumber them in the
+# stored outputs (nothing is executed); a listing whose code itself changed needs `make notebooks`.
+# 代码上方的改动只让行号过时：在已存输出中重新编号；代码本身改变时需要 make notebooks
+listings: $(STAMP)
+	$(BIN)/python -m unet_course.viz notebooks/*.ipynb
 
 bench: $(STAMP)
 	$(BIN)/python -m unet_course bench

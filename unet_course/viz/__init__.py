@@ -5,7 +5,8 @@
 - :mod:`.figures`: Figures (``show_panels``, ``show_overlay``, ``plot_prob_histogram``, ``plot_history``,
   ``plot_tiling``); they are returned, never shown with ``plt.show()``
 - :mod:`.explorer`: ``explore`` (sliders in Jupyter, a static figure in headless runs)
-- :mod:`.source`: ``show_source`` (the package's annotated code, highlighted, for the notebooks)
+- :mod:`.source`: ``show_source`` (the package's annotated code, highlighted, for the notebooks);
+  ``python -m unet_course.viz NOTEBOOK ...`` renumbers the listings stored in notebooks after their code moved
 
 Masks are coloured as class indices; raw mask values are read through ``mask_values``
 (:func:`unet_course.data.masks.values_to_indices`), never guessed. 掩码按类别索引上色；原始取值通过 mask_values 映射

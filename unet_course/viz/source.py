@@ -16,7 +16,10 @@ True
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import inspect
+import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,3 +102,94 @@ def show_source(obj: Any, *, start: str | None = None, stop: str | None = None) 
     name = getattr(target, "__qualname__", getattr(target, "__name__", type(target).__name__))
     return Source(title=f"{_package_path(path)} · {name}", code=textwrap.dedent("".join(lines)).rstrip("\n"),
                   first_line=first)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stored listings: keep the notebooks' line numbers in step with the package 已存输出中的代码清单与包保持同步
+# ----------------------------------------------------------------------------------------------------------------
+#: The inline line number pygments writes before each line of a listing. 每行前的行号
+_LINE_NUMBER = re.compile(r'padding-right: 5px;">\s*(\d+)</span>')
+#: The folder that holds ``unet_course/`` (the repository or site-packages). 包所在的目录
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else "".join(value)
+
+
+def stored_listings(cells: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any], Source]]:
+    """The :func:`show_source` listings stored in a notebook's outputs. 已存输出中的源代码清单
+
+    Args:
+        cells: the notebook's ``cells`` (as ``json.load`` or ``nbformat.read`` gives them). notebook 的单元格
+
+    Returns:
+        ``(cell index, output, the Source it shows)`` for each listing, its ``first_line`` read from the HTML.
+    """
+    found = []
+    for index, cell in enumerate(cells):
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            text, html = _text(data.get("text/plain", "")), _text(data.get("text/html", ""))
+            title, _, code = text[2:].partition("\n")
+            number = _LINE_NUMBER.search(html)
+            if text.startswith("# unet_course/") and " · " in title and number:
+                found.append((index, out, Source(title=title, code=code, first_line=int(number.group(1)))))
+    return found
+
+
+def locate(listing: Source, root: Path = _SOURCE_ROOT) -> int | None:
+    """The line where ``listing.code`` starts in its file now, or None if the file no longer holds it.
+    清单代码现在在文件中的起始行；文件中已无此代码时返回 None
+
+    The code must still be there verbatim (up to the common indentation); of several matches the one nearest the
+    stored line wins.
+    """
+    path = root / listing.title.split(" · ")[0]
+    if not path.is_file():
+        return None
+    lines, n = path.read_text(encoding="utf-8").splitlines(), len(listing.code.splitlines())
+    hits = [k + 1 for k in range(len(lines) - n + 1)
+            if textwrap.dedent("\n".join(lines[k:k + n])).rstrip("\n") == listing.code]
+    return min(hits, key=lambda k: abs(k - listing.first_line)) if hits else None
+
+
+def renumber_listings(cells: list[dict[str, Any]], root: Path = _SOURCE_ROOT) -> tuple[int, list[str]]:
+    """Re-render, in place, the stored listings whose code only moved within its file. 重新编号移动过的清单
+
+    Returns:
+        ``(how many were renumbered, one message per listing whose code changed)``: those need the notebook
+        re-executed (``make notebooks``), since the prose around them may need to change too.
+        代码本身改变的清单需要重新执行 notebook
+    """
+    moved, changed = 0, []
+    for index, out, listing in stored_listings(cells):
+        line = locate(listing, root)
+        if line is None:
+            changed.append(f"cell {index}: the code of {listing.title} (from line {listing.first_line}) changed")
+        elif line != listing.first_line:
+            out["data"]["text/html"] = dataclasses.replace(listing, first_line=line)._repr_html_()
+            moved += 1
+    return moved, changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m unet_course.viz NOTEBOOK ...``: renumber moved listings, report changed ones.
+    重新编号 notebook 中移动过的源代码清单，报告代码已改变的清单
+    """
+    parser = argparse.ArgumentParser(prog="python -m unet_course.viz", description=(
+        "Renumber the stored show_source listings whose code moved within its file (outputs only, nothing runs); "
+        "list the ones whose code changed, which need the notebook re-executed (make notebooks)."))
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    import nbformat  # deferred: only this maintainer command reads notebooks, show_source needs none of Jupyter
+
+    status = 0
+    for path in args.notebooks:
+        nb = nbformat.read(path, as_version=4)
+        moved, changed = renumber_listings(nb.cells)
+        if moved:
+            nbformat.write(nb, path)
+        print(f"{path}: {moved} listing(s) renumbered" + "".join(f"\n  {m}: re-execute it" for m in changed))
+        status = status or int(bool(changed))
+    return status
