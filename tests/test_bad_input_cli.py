@@ -149,6 +149,8 @@ def test_train_reports_a_wrong_type_and_a_non_finite_lr(tmp_path, monkeypatch, c
     ("--threshold", "1.5", "--threshold must be in (0, 1), got 1.5"),
     ("--threshold", "nan", "--threshold must be in (0, 1), got nan"),
     ("--overlap", "1", "--overlap must be in [0, 1), got 1.0"),      # no --tile: still refused, never ignored
+    ("--max-memory-mb", "-1", "--max-memory-mb must be a number of MiB > 0, got -1.0"),
+    ("--max-memory-mb", "nan", "--max-memory-mb must be a number of MiB > 0, got nan"),
 ])
 def test_predict_refuses_a_bad_setting_before_loading_the_model(tmp_path, monkeypatch, capsys, flag, value, message):
     inputs = _images(tmp_path / "images", "x.png")
@@ -161,8 +163,27 @@ def test_predict_refuses_a_bad_setting_before_loading_the_model(tmp_path, monkey
     assert not out.exists()                                          # 出错时不留下空的输出目录
 
 
+def test_predict_refuses_a_tile_smaller_than_the_model_can_halve(tmp_path, capsys):
+    inputs = _images(tmp_path / "images", "x.png")
+    out = tmp_path / "o"
+    code = cli.main(["predict", "-m", str(rgb_checkpoint(tmp_path)), "-i", str(inputs / "x.png"), "-o", str(out),
+                     "--tile", "3"])                                      # depth 2: at least 4 pixels
+    assert code == 2
+    assert capsys.readouterr().err == ("error: --tile 3 is smaller than 4 pixels, the least a depth-2 U-Net halves 2 "
+                                       "times; give --tile 4 or more, or leave it out to predict the whole image.\n")
+    assert list(out.iterdir()) == []                                     # nothing written
+    assert cli.main(["predict", "-m", str(rgb_checkpoint(tmp_path)), "-i", str(inputs / "x.png"), "-o", str(out),
+                     "--tile", "4"]) == 0 and [p.name for p in out.iterdir()] == ["x.png"]
+
+
 def test_evaluate_refuses_a_bad_threshold_before_loading_the_model(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("unet_course.cli.evaluate.load_model", _boom)
     code = cli.main(["evaluate", str(rgb_checkpoint(tmp_path)), "--threshold", "0"])
     assert code == 2
     assert "--threshold must be in (0, 1), got 0.0" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_tile_smaller_than_the_model_can_halve(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("unet_course.cli.evaluate.evaluate_dataset", _boom)
+    assert cli.main(["evaluate", str(rgb_checkpoint(tmp_path)), "--tile", "2"]) == 2
+    assert "error: --tile 2 is smaller than 4 pixels, the least a depth-2 U-Net" in capsys.readouterr().err

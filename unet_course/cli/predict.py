@@ -44,7 +44,15 @@ from ..data.io import IMAGE_EXTENSIONS, TIFF_EXTENSIONS, read_image, read_stack
 from ..env import default_out_dir, pick_device
 from ..errors import CheckpointError, ConfigError, DataError, OutputError
 from ..files import ensure_writable_dir, write_with
-from ..inference import DEFAULT_MEMORY_CAP_MB, apply_fov, find_fov_mask, predict_image, settings_from_meta
+from ..inference import (
+    DEFAULT_MEMORY_CAP_MB,
+    apply_fov,
+    check_memory_cap,
+    check_tile,
+    find_fov_mask,
+    predict_image,
+    settings_from_meta,
+)
 from ..viz import overlay
 from .options import add_inference_arguments, inference_options
 
@@ -110,8 +118,17 @@ def prediction_options(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("tile", "tta"):
         if options.get(key) is None:
             options.pop(key, None)                                 # 使用检查点的设置
-    options["max_memory_mb"] = getattr(args, "max_memory_mb", DEFAULT_MEMORY_CAP_MB)
+    options["max_memory_mb"] = check_memory_cap(getattr(args, "max_memory_mb", DEFAULT_MEMORY_CAP_MB),
+                                                "--max-memory-mb")
     return options
+
+
+def check_user_tile(options: dict[str, Any], model: Any) -> None:
+    """Refuse a ``--tile`` below what the model can halve (:func:`~unet_course.inference.check_tile`), naming the flag.
+    It needs the model's depth, so it runs once the checkpoint is loaded. 需要模型深度，因此在加载检查点之后检查
+    """
+    if options.get("tile"):
+        check_tile(options["tile"], model, "--tile")
 
 
 def describe_settings(settings: dict[str, Any]) -> str:
@@ -276,6 +293,7 @@ def run_cli(args: argparse.Namespace) -> int:
     model, meta = load_model(checkpoint, device=device)
     settings = {**settings_from_meta(meta), **options}                      # 检查点的设置，参数覆盖
     settings["tile"] = settings["tile"] or None
+    check_user_tile(options, model)
     print(f"predicting {len(jobs)} input(s): {describe_settings(settings)}")
 
     def predict(image: np.ndarray, label: str) -> Any:

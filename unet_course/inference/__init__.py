@@ -2,7 +2,7 @@
 第 05 课：预测。重叠切片滑动窗口、整图预测与翻转 TTA、评分、视野掩码
 
 - :mod:`.tiling`: ``tile_starts``, ``blend_weights``, ``sliding_window_inference`` (the overlap-tile strategy),
-  ``check_overlap``
+  ``check_overlap``, ``check_tile``
 - :mod:`.predict`: ``Prediction``, ``predict_image``, ``network_input``, ``predict_with_meta``, ``predict_probs``, ``settings_from_meta``
 - :mod:`.scoring`: ``score_prediction``, ``evaluate_dataset``, ``compare_resize_vs_sliding``, ``masked_target``
 - :mod:`.fov`: ``find_fov_mask``, ``apply_fov``
@@ -16,7 +16,7 @@ The decision rule (probabilities -> labels) lives in :mod:`unet_course.metrics`,
 from __future__ import annotations
 
 from .fov import apply_fov, find_fov_mask
-from .memory import DEFAULT_MEMORY_CAP_MB, estimate_forward_mb
+from .memory import DEFAULT_MEMORY_CAP_MB, check_memory_cap, estimate_forward_mb
 from .predict import (
     TTA_FLIPS,
     Prediction,
@@ -34,7 +34,14 @@ from .scoring import (
     masked_target,
     score_prediction,
 )
-from .tiling import BLEND_MODES, blend_weights, check_overlap, sliding_window_inference, tile_starts
+from .tiling import (
+    BLEND_MODES,
+    blend_weights,
+    check_overlap,
+    check_tile,
+    sliding_window_inference,
+    tile_starts,
+)
 
 __all__ = [
     "BLEND_MODES",
@@ -44,7 +51,9 @@ __all__ = [
     "Prediction",
     "apply_fov",
     "blend_weights",
+    "check_memory_cap",
     "check_overlap",
+    "check_tile",
     "compare_resize_vs_sliding",
     "estimate_forward_mb",
     "evaluate_dataset",

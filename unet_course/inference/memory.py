@@ -25,10 +25,14 @@ Checked against the resident-set growth of a CPU forward pass (base 16-32, depth
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 from typing import Any
 
 from torch import nn
+
+from ..errors import ConfigError
 
 #: Largest estimated activation memory of one whole-image forward pass before tiling kicks in. 整图推理的内存上限
 DEFAULT_MEMORY_CAP_MB = 2048.0
@@ -98,6 +102,25 @@ def say_once(key: str, message: str) -> None:
         warnings.warn(message, stacklevel=3)
 
 
+def check_memory_cap(value: Any, name: str = "max_memory_mb") -> float | None:
+    """The one rule for the memory cap of a whole-image pass: None (no cap) or a number of MiB > 0.
+    整图推理内存上限：None（不设上限）或大于 0 的 MiB 数
+
+    >>> check_memory_cap(2048), check_memory_cap(None)
+    (2048.0, None)
+    >>> check_memory_cap(-1, "--max-memory-mb")
+    Traceback (most recent call last):
+    ...
+    unet_course.errors.ConfigError: --max-memory-mb must be a number of MiB > 0, got -1.
+    """
+    if value is None:
+        return None
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a number of MiB > 0, got {value!r}.")
+    return float(value)
+
+
 def plan_whole_image(model: nn.Module, batch: int, height: int, width: int, n_flips: int, bytes_per_value: int,
                      cap_mb: float | None) -> dict[str, Any]:
     """How to run a whole-image prediction within ``cap_mb``: all flips in one batch, one flip at a time, or tiles.
@@ -114,6 +137,7 @@ def plan_whole_image(model: nn.Module, batch: int, height: int, width: int, n_fl
     >>> plan_whole_image(UNet(1, 2, 32, 4), 1, 584, 565, 4, 2, 100.0)["tiles"]
     True
     """
+    cap_mb = check_memory_cap(cap_mb)
     one = estimate_forward_mb(model, batch, height, width, bytes_per_value)   # 一个翻转的估计
     if one is None or cap_mb is None:                                       # 无法估计或不设上限：照常整图
         return {"flip_batch": n_flips > 1, "tiles": False, "estimate_mb": one}
@@ -123,4 +147,5 @@ def plan_whole_image(model: nn.Module, batch: int, height: int, width: int, n_fl
     return {"flip_batch": False, "tiles": one > cap_mb, "estimate_mb": one}   # 逐个翻转，或需要切片
 
 
-__all__ = ["AUTO_TILE", "DEFAULT_MEMORY_CAP_MB", "auto_tile", "estimate_forward_mb", "plan_whole_image", "say_once"]
+__all__ = ["AUTO_TILE", "DEFAULT_MEMORY_CAP_MB", "auto_tile", "check_memory_cap", "estimate_forward_mb", "plan_whole_image",
+           "say_once"]

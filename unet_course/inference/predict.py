@@ -36,7 +36,7 @@ from ..errors import CheckpointError, DataError
 from ..metrics import logits_to_probs, probs_to_labels
 from ..precision import AmpPolicy, as_policy, autocast, nhwc_for_inference
 from .memory import DEFAULT_MEMORY_CAP_MB, auto_tile, plan_whole_image, say_once
-from .tiling import model_device, sliding_window_inference
+from .tiling import check_tile, model_device, sliding_window_inference
 
 #: Flip sets of TTA: the dims of a ``(B, K, H, W)`` tensor to flip; ``()`` is the identity. TTA 的翻转维度
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
@@ -221,6 +221,8 @@ def predict_probs(
     policy = as_policy(amp, device)                                   # "auto" 与训练时含义相同
     flips = TTA_FLIPS if tta else TTA_FLIPS[:1]
     tile = tile or None                                               # 0 与 None 都表示整图
+    if tile is not None:
+        check_tile(tile, model)                                       # 小于 2**depth 的切片只会增加计算
     if tile is None:
         flip_batch, tile = _auto_tile(model, x, len(flips), tile_batch, policy, max_memory_mb, device)
         if flip_batch:
