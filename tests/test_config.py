@@ -11,7 +11,15 @@ import math
 import pytest
 import torch
 
-from unet_course.config import AMP_MODES, OPTIMIZERS, TrainConfig, check_scale, check_threshold, field_types
+from unet_course.config import (
+    AMP_MODES,
+    OPTIMIZERS,
+    TrainConfig,
+    check_scale,
+    check_threshold,
+    check_tile,
+    field_types,
+)
 from unet_course.errors import ConfigError
 from unet_course.metrics import probs_to_labels
 
@@ -80,6 +88,19 @@ def test_check_threshold_is_the_one_threshold_rule():
         TrainConfig(threshold=1.0)
     with pytest.raises(ConfigError, match=r"threshold must be in \(0, 1\), got 1"):
         probs_to_labels(torch.full((2, 3, 3), 0.5), threshold=1)      # the decision rule calls the same check
+
+
+def test_check_tile_is_the_one_tile_rule():
+    assert check_tile(16, 4) == (16, 16) and check_tile([24, 32], 3) == (24, 32) and check_tile(1, None) == (1, 1)
+    for bad in (15, (16, 8), 0):
+        with pytest.raises(ConfigError, match=r"--tile .* is smaller than 16 pixels, the least a depth-4 U-Net"):
+            check_tile(bad, 4, "--tile")
+    for bad in (16.0, "16", True, (16,), (16, 16, 16)):
+        with pytest.raises(ConfigError, match="must be a whole number of pixels or a pair"):
+            check_tile(bad, 4)
+    assert TrainConfig(depth=4, predict_tile=16).predict_tile == 16
+    with pytest.raises(ConfigError, match=r"predict_tile 8 is smaller than 16 pixels"):
+        TrainConfig(depth=4, predict_tile=8)                         # the checkpoint's default obeys it too
 
 
 def test_every_field_has_help_and_real_types():

@@ -40,6 +40,7 @@ import tifffile
 from PIL import Image
 
 from ..checkpoint import load_model
+from ..config import check_tile
 from ..data.io import IMAGE_EXTENSIONS, TIFF_EXTENSIONS, read_image, read_stack
 from ..env import default_out_dir, pick_device
 from ..errors import CheckpointError, ConfigError, DataError, OutputError
@@ -48,7 +49,6 @@ from ..inference import (
     DEFAULT_MEMORY_CAP_MB,
     apply_fov,
     check_memory_cap,
-    check_tile,
     find_fov_mask,
     predict_image,
     settings_from_meta,
@@ -124,11 +124,11 @@ def prediction_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def check_user_tile(options: dict[str, Any], model: Any) -> None:
-    """Refuse a ``--tile`` below what the model can halve (:func:`~unet_course.inference.check_tile`), naming the flag.
+    """Refuse a ``--tile`` below what the model can halve (:func:`~unet_course.config.check_tile`), naming the flag.
     It needs the model's depth, so it runs once the checkpoint is loaded. 需要模型深度，因此在加载检查点之后检查
     """
     if options.get("tile"):
-        check_tile(options["tile"], model, "--tile")
+        check_tile(options["tile"], getattr(model, "depth", None), "--tile")
 
 
 def describe_settings(settings: dict[str, Any]) -> str:

@@ -2,7 +2,7 @@
 第 05 课：预测。重叠切片滑动窗口、整图预测与翻转 TTA、评分、视野掩码
 
 - :mod:`.tiling`: ``tile_starts``, ``blend_weights``, ``sliding_window_inference`` (the overlap-tile strategy),
-  ``check_overlap``, ``check_tile``
+  ``check_overlap``
 - :mod:`.predict`: ``Prediction``, ``predict_image``, ``network_input``, ``predict_with_meta``, ``predict_probs``, ``settings_from_meta``
 - :mod:`.scoring`: ``score_prediction``, ``evaluate_dataset``, ``compare_resize_vs_sliding``, ``masked_target``
 - :mod:`.fov`: ``find_fov_mask``, ``apply_fov``
@@ -38,7 +38,6 @@ from .tiling import (
     BLEND_MODES,
     blend_weights,
     check_overlap,
-    check_tile,
     sliding_window_inference,
     tile_starts,
 )
@@ -53,7 +52,6 @@ __all__ = [
     "blend_weights",
     "check_memory_cap",
     "check_overlap",
-    "check_tile",
     "compare_resize_vs_sliding",
     "estimate_forward_mb",
     "evaluate_dataset",

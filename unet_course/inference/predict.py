@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import TrainConfig, check_scale
+from ..config import TrainConfig, check_scale, check_tile
 from ..data.enhance import enhance_image
 from ..data.io import match_channels, read_image
 from ..data.masks import indices_to_values
@@ -36,7 +36,7 @@ from ..errors import CheckpointError, DataError
 from ..metrics import logits_to_probs, probs_to_labels
 from ..precision import AmpPolicy, as_policy, autocast, nhwc_for_inference
 from .memory import DEFAULT_MEMORY_CAP_MB, auto_tile, plan_whole_image, say_once
-from .tiling import check_tile, model_device, sliding_window_inference
+from .tiling import model_device, sliding_window_inference
 
 #: Flip sets of TTA: the dims of a ``(B, K, H, W)`` tensor to flip; ``()`` is the identity. TTA 的翻转维度
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
@@ -222,7 +222,7 @@ def predict_probs(
     flips = TTA_FLIPS if tta else TTA_FLIPS[:1]
     tile = tile or None                                               # 0 与 None 都表示整图
     if tile is not None:
-        check_tile(tile, model)                                       # 小于 2**depth 的切片只会增加计算
+        check_tile(tile, getattr(model, "depth", None))               # 小于 2**depth 的切片只会增加计算
     if tile is None:
         flip_batch, tile = _auto_tile(model, x, len(flips), tile_batch, policy, max_memory_mb, device)
         if flip_batch:

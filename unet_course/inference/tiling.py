@@ -54,32 +54,6 @@ def pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     return items[0], items[1]
 
 
-def check_tile(tile: int | Sequence[int], model: nn.Module, name: str = "tile") -> tuple[int, int]:
-    """The one rule for a tile size: each side at least the ``2**depth`` pixels the U-Net halves down to one.
-    切片每边至少 2**depth 像素（U-Net 逐层减半到 1 像素所需的大小）
-
-    A smaller tile is padded up to that size for every forward pass, so it only multiplies the work (a 4x4 tile
-    on a DRIVE image with a depth-4 U-Net means about 150,000 passes with flip TTA). Models without a ``depth``
-    only need sides >= 1.
-    更小的切片每次前向都会被填充到该大小，只会成倍增加计算量
-
-    >>> from unet_course.model import UNet
-    >>> check_tile(64, UNet(1, 2, 8, 4))
-    (64, 64)
-    >>> check_tile(8, UNet(1, 2, 8, 4), "--tile")
-    Traceback (most recent call last):
-    ...
-    unet_course.errors.ConfigError: --tile 8 is smaller than 16 pixels, the least a depth-4 U-Net halves 4 times; give --tile 16 or more, or leave it out to predict the whole image.
-    """
-    th, tw = pair(tile, name)
-    depth = getattr(model, "depth", None)
-    least = 2 ** int(depth) if isinstance(depth, int) else 1
-    if min(th, tw) < least:
-        raise ConfigError(f"{name} {tile} is smaller than {least} pixels, the least a depth-{depth} U-Net halves "
-                          f"{depth} times; give {name} {least} or more, or leave it out to predict the whole image.")
-    return th, tw
-
-
 def model_device(model: nn.Module) -> torch.device:
     """Device of the model's first parameter (CPU for a parameter-free module). 模型参数所在设备"""
     for p in model.parameters():
@@ -283,4 +257,4 @@ def sliding_window_inference(
     return (canvas / norm)[:, :, :h, :w].contiguous()                # (B, K, H, W) 归一化并去掉填充
 
 
-__all__ = ["BLEND_MODES", "blend_weights", "check_overlap", "check_tile", "sliding_window_inference", "tile_starts"]
+__all__ = ["BLEND_MODES", "blend_weights", "check_overlap", "sliding_window_inference", "tile_starts"]
