@@ -110,7 +110,7 @@ def probs_to_labels(probs: torch.Tensor | np.ndarray, mode: str = "multiclass",
         if k != 2:
             raise ConfigError(f"mode='binary' expects the 2 channels [1 - p, p], got {k}; use 'multiclass'.")
     if k == 2:                                                          # 两类：按阈值判定前景
-        return (p.select(-3, 1) >= check_threshold(threshold)).long()            # (B, H, W) 前景概率不低于阈值
+        return (p.select(-3, 1) >= check_threshold(threshold)).long()  # (B, H, W) 前景概率不低于阈值
     if k < 2:
         raise ConfigError("mode='multiclass' expects >= 2 probability channels, got 1; use mode='binary'.")
     return p.argmax(dim=-3)                                            # (B, H, W) 最大概率的类别

@@ -6,7 +6,8 @@
 - :mod:`.predict`: ``Prediction``, ``predict_image``, ``network_input``, ``predict_with_meta``, ``predict_probs``, ``settings_from_meta``
 - :mod:`.scoring`: ``score_prediction``, ``evaluate_dataset``, ``compare_resize_vs_sliding``, ``masked_target``
 - :mod:`.fov`: ``find_fov_mask``, ``apply_fov``
-- :mod:`.memory`: ``estimate_forward_mb``, ``DEFAULT_MEMORY_CAP_MB`` (when a whole image is tiled automatically)
+- :mod:`.memory`: ``estimate_forward_mb``, ``DEFAULT_MEMORY_CAP_MB``, ``check_memory_cap`` (when a whole image is
+  tiled automatically)
 
 The decision rule (probabilities -> labels) lives in :mod:`unet_course.metrics`, the AMP policy in
 :mod:`unet_course.precision`, image reading and channel matching in :mod:`unet_course.data.io`.
