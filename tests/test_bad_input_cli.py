@@ -170,7 +170,7 @@ def test_predict_refuses_a_tile_smaller_than_the_model_can_halve(tmp_path, capsy
                      "--tile", "3"])                                      # depth 2: at least 4 pixels
     assert code == 2
     assert capsys.readouterr().err == ("error: --tile 3 is smaller than 4 pixels, the least a depth-2 U-Net halves 2 "
-                                       "times; give --tile 4 or more, or leave it out to predict the whole image.\n")
+                                       "times; give --tile 4 or more.\n")
     assert list(out.iterdir()) == []                                     # nothing written
     assert cli.main(["predict", "-m", str(rgb_checkpoint(tmp_path)), "-i", str(inputs / "x.png"), "-o", str(out),
                      "--tile", "4"]) == 0 and [p.name for p in out.iterdir()] == ["x.png"]

@@ -62,6 +62,8 @@ def test_infer_only_and_skipped_mode():
         tiny(modes=("fp32+fast",))
     with pytest.raises(ConfigError, match="Nothing to measure"):
         tiny(train=False, infer=False)
+    with pytest.raises(ConfigError, match="predict_tile 8 is smaller than 16 pixels"):
+        run_benchmark(depth=4, predict=True, predict_tile=8, modes=("fp32",))   # refused before anything is timed
 
 
 def test_parse_and_default_mode():

@@ -131,7 +131,7 @@ def check_tile(tile: Any, depth: int | None, name: str = "tile") -> tuple[int, i
     >>> check_tile(8, 4, "--tile")
     Traceback (most recent call last):
     ...
-    unet_course.errors.ConfigError: --tile 8 is smaller than 16 pixels, the least a depth-4 U-Net halves 4 times; give --tile 16 or more, or leave it out to predict the whole image.
+    unet_course.errors.ConfigError: --tile 8 is smaller than 16 pixels, the least a depth-4 U-Net halves 4 times; give --tile 16 or more.
     """
     whole = isinstance(tile, numbers.Integral) and not isinstance(tile, bool)
     sides = (tile, tile) if whole else tuple(tile) if isinstance(tile, (tuple, list)) else ()
@@ -140,8 +140,7 @@ def check_tile(tile: Any, depth: int | None, name: str = "tile") -> tuple[int, i
     least = 2 ** depth if depth is not None else 1
     if min(sides) < least:
         what = f"the least a depth-{depth} U-Net halves {depth} times" if depth is not None else "one pixel"
-        raise ConfigError(f"{name} {tile} is smaller than {least} pixels, {what}; give {name} {least} or more, "
-                          "or leave it out to predict the whole image.")
+        raise ConfigError(f"{name} {tile} is smaller than {least} pixels, {what}; give {name} {least} or more.")
     return int(sides[0]), int(sides[1])
 
 

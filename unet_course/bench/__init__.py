@@ -75,6 +75,7 @@ from typing import Any
 
 import torch
 
+from ..config import check_tile
 from ..env import cpu_info, pick_device
 from ..errors import ConfigError
 from ..model import UNet, count_parameters
@@ -187,6 +188,8 @@ def run_benchmark(base_channels: int = 64, depth: int = 4, image_size: int = 256
     unknown = sorted(set(lever_names or ()) - set(LEVERS))
     if unknown:
         raise ConfigError(f"Unknown bench lever(s) {unknown}; choose from: {', '.join(LEVERS)}.")
+    if predict:
+        check_tile(predict_tile, depth, "predict_tile")      # before the modes run, not after 在测量开始之前
     dev = pick_device(device)
     mode_list = _modes_for(dev, modes) if (train or infer) else []
     if threads:
