@@ -39,6 +39,18 @@ def test_bad_fold_settings_are_refused_clearly() -> None:
         TrainConfig(folds=1)
 
 
+
+def test_folds_on_a_data_set_without_a_k_fold_split_are_refused_before_training(tmp_path: Path, capsys) -> None:
+    # synthetic data used to train fold 0 on its own split, ignoring folds, and fail only when scoring it
+    # 合成数据过去会忽略 folds 训练第 0 折，到评分时才失败
+    out = tmp_path / "cv"
+    assert main(["cv", "--dataset", "synthetic", "--folds", "2", "--epochs", "1", "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Dataset 'synthetic' has no k-fold split, so folds=2 cannot be used" in err and "drive" in err
+    assert not list(out.rglob("*.pt"))                                  # nothing was trained
+    with pytest.raises(ConfigError, match="'isbi2012' has no k-fold split"):
+        build_loaders(TrainConfig(dataset="isbi2012", folds=5, fold=1))
+
 def _folder(root: Path, n: int = 6, suffix: str = "_mask") -> Path:
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()

@@ -42,7 +42,7 @@ from .folder import CarvanaDataset, FolderPairs
 from .isbi import ISBI2012Dataset
 from .synthetic import SyntheticSegmentation
 
-__all__ = ["DATASETS", "DataInfo", "build_dataset", "build_loaders", "dataset_options", "resolve_num_workers",
+__all__ = ["DATASETS", "DataInfo", "build_dataset", "build_loaders", "check_folds", "dataset_options", "resolve_num_workers",
            "split_indices", "collate_segmentation", "SegmentationLoader", "worker_free_message"]
 
 
@@ -340,10 +340,28 @@ class SegmentationLoader(DataLoader):
         return _CleanErrors(super().__iter__())
 
 
+def check_folds(name: str, folds: int) -> None:
+    """Refuse ``folds`` for a data set without a k-fold split, instead of ignoring it. 不支持 k 折的数据集拒绝 folds
+
+    >>> check_folds("drive", 5)
+    >>> check_folds("synthetic", 5)
+    Traceback (most recent call last):
+    ...
+    unet_course.errors.ConfigError: Dataset 'synthetic' has no k-fold split, so folds=5 cannot be used; k-fold cross-validation works with: drive, carvana, folder. Use val_fraction (or the data set's own split options) instead.
+    """
+    key = _normalise_name(name)
+    if folds and "folds" not in _accepted(key):
+        able = ", ".join(k for k in DATASETS if "folds" in _accepted(k))
+        raise ConfigError(f"Dataset {key!r} has no k-fold split, so folds={folds} cannot be used; k-fold "
+                          f"cross-validation works with: {able}. Use val_fraction (or the data set's own split "
+                          "options) instead.")
+
+
 def _train_and_val_datasets(cfg, key: str) -> tuple[SegmentationDataset, SegmentationDataset | None]:
     """The two splits of ``cfg``; no validation set for real data with ``val_fraction == 0``.
     按 cfg 构建训练与验证数据集；真实数据 val_fraction=0 时没有验证集
     """
+    check_folds(key, getattr(cfg, "folds", 0))                        # 不支持 k 折的数据集不能静默忽略 folds
     common = dict(seed=data_seed_of(cfg), scale=cfg.scale, ignore_index=cfg.ignore_index)   # 数据划分种子
     if cfg.in_channels is not None:
         common["in_channels"] = cfg.in_channels

@@ -382,7 +382,7 @@ def _log_early_end(run: _Run, epoch: int, asked: bool) -> None:
     if asked:
         logger.info("A callback asked to stop after epoch %d.", epoch)
     else:
-        logger.info("Time budget %.0f s: stopping after epoch %d (%.1f s used; epochs=%d is the upper bound).",
+        logger.info("Time budget %g s: stopping after epoch %d (%.1f s used; epochs=%d is the upper bound).",
                     run.cfg.time_budget, epoch, run.plan.used(), run.cfg.epochs)
 
 
