@@ -113,6 +113,15 @@ def test_bench_checks_the_peer_folder_before_timing_anything(tmp_path, monkeypat
     assert err.startswith("error: --peer-dir") and "nowhere" in err and "git clone" in err
 
 
+def test_predict_points_a_folder_given_as_input_to_input_dir(tmp_path, monkeypatch, capsys):
+    inputs = _images(tmp_path / "images", "x.png")
+    monkeypatch.setattr("unet_course.cli.predict.load_model", _boom)
+    code = cli.main(["predict", "-m", str(rgb_checkpoint(tmp_path)), "-i", str(inputs), "-o", str(tmp_path / "o")])
+    assert code == 2
+    assert capsys.readouterr().err == (f"error: -i/--input {inputs}: a folder, not an image file; predict every image "
+                                       f"in it with --input-dir {inputs}.\n")
+
+
 def test_predict_checks_its_output_before_loading_the_model(tmp_path, monkeypatch, capsys):
     inputs = _images(tmp_path / "images", "x.png")
     monkeypatch.setattr("unet_course.cli.predict.load_model", _boom)

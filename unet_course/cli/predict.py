@@ -169,6 +169,10 @@ def collect_inputs(files: Sequence[str] | None, folder: str | None) -> list[Path
             raise DataError(f"--input-dir {str(root)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
         return paths
     paths = [Path(f).expanduser() for f in files or []]
+    folders = [str(p) for p in paths if p.is_dir()]
+    if folders:                                                        # -i 给了目录：提示改用 --input-dir
+        raise DataError(f"-i/--input {', '.join(folders)}: a folder, not an image file; predict every image in it "
+                        f"with --input-dir {folders[0]}.")
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise DataError(f"Input image(s) not found: {', '.join(missing)}.")
