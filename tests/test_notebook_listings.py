@@ -12,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pytest
+
 from unet_course.env import REPO_ROOT
 from unet_course.model import Down
 from unet_course.viz import show_source
-from unet_course.viz.source import locate, renumber_listings, stored_listings
+from unet_course.viz.source import locate, main, renumber_listings, stored_listings
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("0*.ipynb"))
 
@@ -50,3 +52,18 @@ def test_renumber_fixes_a_moved_listing_and_reports_a_changed_one():
     assert count == 1 and cells[0]["outputs"][0]["data"]["text/html"] == src._repr_html_()
     assert changed == [f"cell 2: the code of {src.title} (from line {src.first_line}) changed"]
     assert renumber_listings(cells) == (0, changed)                             # a second pass changes nothing
+
+
+def test_the_command_refuses_a_missing_or_broken_notebook_and_changes_nothing(tmp_path, capsys):
+    good = tmp_path / "good.ipynb"
+    good.write_text((REPO_ROOT / "notebooks" / "05_prediction.ipynb").read_text(encoding="utf-8"), encoding="utf-8")
+    before = good.read_bytes()
+    broken = tmp_path / "broken.ipynb"
+    broken.write_text("{not json", encoding="utf-8")
+    for bad in (tmp_path / "missing.ipynb", broken):
+        with pytest.raises(SystemExit) as exc:
+            main([str(good), str(bad)])
+        assert exc.value.code == 2
+        assert f"cannot read {bad} as a notebook" in capsys.readouterr().err
+    assert good.read_bytes() == before                                  # the good one was not touched either
+    assert main([str(good)]) == 0                                       # and alone it goes through

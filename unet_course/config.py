@@ -58,6 +58,20 @@ def knob(default: Any = dataclasses.MISSING, help: str = "", choices: tuple[str,
     return field(default=default, default_factory=default_factory, metadata=metadata)
 
 
+def is_number(value: Any, whole: bool = False) -> bool:
+    """Whether ``value`` is a real number (an integer when ``whole``), never a bool (numpy's included).
+    是否为实数（whole 时为整数），布尔值（包括 numpy 的）除外
+
+    The value checks of the package all start from it. 包内各取值检查都以此为起点
+
+    >>> is_number(0.5), is_number(True), is_number("1"), is_number(16, whole=True), is_number(16.0, whole=True)
+    (True, False, False, True, False)
+    """
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return False
+    return isinstance(value, numbers.Integral if whole else numbers.Real)
+
+
 def check_scale(value: Any, name: str = "scale") -> float:
     """The one rule for a resize factor: a finite number in ``(0, 4]``. 缩放比例必须在 (0, 4] 之内
 
@@ -78,8 +92,7 @@ def check_scale(value: Any, name: str = "scale") -> float:
     ...
     unet_course.errors.ConfigError: scale must be in (0, 4], got 0.
     """
-    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not number or not math.isfinite(value) or not (0.0 < value <= MAX_SCALE):
+    if not is_number(value) or not math.isfinite(value) or not (0.0 < value <= MAX_SCALE):
         raise ConfigError(f"{name} must be in (0, {MAX_SCALE:g}], got {value!r}.")
     return float(value)
 
@@ -104,8 +117,7 @@ def check_threshold(value: Any, name: str = "threshold") -> float:
     ...
     unet_course.errors.ConfigError: --threshold must be in (0, 1), got 1.5.
     """
-    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not number or not (0.0 < value < 1.0):                     # NaN fails the comparison too 比较对 NaN 也不成立
+    if not is_number(value) or not (0.0 < value < 1.0):                     # NaN fails the comparison too 比较对 NaN 也不成立
         raise ConfigError(f"{name} must be in (0, 1), got {value!r}.")
     return float(value)
 
@@ -133,9 +145,8 @@ def check_tile(tile: Any, depth: int | None, name: str = "tile") -> tuple[int, i
     ...
     unet_course.errors.ConfigError: --tile 8 is smaller than 16 pixels, the least a depth-4 U-Net halves 4 times; give --tile 16 or more.
     """
-    whole = isinstance(tile, numbers.Integral) and not isinstance(tile, bool)
-    sides = (tile, tile) if whole else tuple(tile) if isinstance(tile, (tuple, list)) else ()
-    if len(sides) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in sides):
+    sides = (tile, tile) if is_number(tile, whole=True) else tuple(tile) if isinstance(tile, (tuple, list)) else ()
+    if len(sides) != 2 or not all(is_number(v, whole=True) for v in sides):
         raise ConfigError(f"{name} must be a whole number of pixels or a pair (height, width), got {tile!r}.")
     least = 2 ** depth if depth is not None else 1
     if min(sides) < least:
@@ -400,14 +411,14 @@ _NAMES = {bool: "true or false", int: "an integer", float: "a finite number", st
 def _convert(value: Any, kind: Any) -> tuple[bool, Any]:
     """Try to read ``value`` as ``kind``; return ``(ok, converted)``. 尝试转换为 kind"""
     base = typing.get_origin(kind) or kind
-    is_bool = isinstance(value, bool) or type(value).__name__ == "bool_"       # 包括 numpy.bool_
     if base is bool:
+        is_bool = isinstance(value, bool) or type(value).__name__ == "bool_"   # 包括 numpy.bool_
         return is_bool, bool(value) if is_bool else value
     if base is int:
-        ok = isinstance(value, numbers.Integral) and not is_bool
+        ok = is_number(value, whole=True)
         return ok, int(value) if ok else value
     if base is float:
-        ok = isinstance(value, numbers.Real) and not is_bool and math.isfinite(value)
+        ok = is_number(value) and math.isfinite(value)
         return ok, float(value) if ok else value
     if base is str:
         return isinstance(value, str), value

@@ -26,12 +26,12 @@ Checked against the resident-set growth of a CPU forward pass (base 16-32, depth
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from typing import Any
 
 from torch import nn
 
+from ..config import is_number
 from ..errors import ConfigError
 
 #: Largest estimated activation memory of one whole-image forward pass before tiling kicks in. 整图推理的内存上限
@@ -115,8 +115,7 @@ def check_memory_cap(value: Any, name: str = "max_memory_mb") -> float | None:
     """
     if value is None:
         return None
-    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not number or not math.isfinite(value) or value <= 0:
+    if not is_number(value) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a number of MiB > 0, got {value!r}.")
     return float(value)
 

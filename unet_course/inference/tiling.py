@@ -23,7 +23,6 @@ Shapes: the input is a preprocessed float32 batch ``(B, C, H, W)``; the output h
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -32,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import BLEND_MODES
+from ..config import BLEND_MODES, is_number
 from ..errors import ConfigError
 from ..precision import AmpPolicy, as_policy, autocast, nhwc_for_inference
 
@@ -166,8 +165,7 @@ def check_overlap(value: Any, name: str = "overlap") -> float:
     ...
     unet_course.errors.ConfigError: --overlap must be in [0, 1), got 1.
     """
-    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not number or not (0.0 <= value < 1.0):                    # NaN fails the comparison too 比较对 NaN 也不成立
+    if not is_number(value) or not (0.0 <= value < 1.0):                    # NaN fails the comparison too 比较对 NaN 也不成立
         raise ConfigError(f"{name} must be in [0, 1), got {value!r}.")
     return float(value)
 

@@ -184,9 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import nbformat  # deferred: only this maintainer command reads notebooks, show_source needs none of Jupyter
 
+    notebooks = {}
+    for path in args.notebooks:                                    # read them all before writing any 先全部读取
+        try:
+            notebooks[path] = nbformat.read(path, as_version=4)
+        except (OSError, ValueError) as exc:                       # missing, unreadable, not JSON 不存在或不是 notebook
+            parser.error(f"cannot read {path} as a notebook ({type(exc).__name__}: {exc}); nothing was changed.")
     status = 0
-    for path in args.notebooks:
-        nb = nbformat.read(path, as_version=4)
+    for path, nb in notebooks.items():
         moved, changed = renumber_listings(nb.cells)
         if moved:
             nbformat.write(nb, path)
