@@ -9,6 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cli_helpers import rgb_checkpoint, toy_sample
 from PIL import Image
@@ -180,9 +181,43 @@ def test_predict_refuses_a_tile_smaller_than_the_model_can_halve(tmp_path, capsy
     assert code == 2
     assert capsys.readouterr().err == ("error: --tile 3 is smaller than 4 pixels, the least a depth-2 U-Net halves 2 "
                                        "times; give --tile 4 or more.\n")
-    assert list(out.iterdir()) == []                                     # nothing written
+    assert not out.exists()                                              # not even the output folder
     assert cli.main(["predict", "-m", str(rgb_checkpoint(tmp_path)), "-i", str(inputs / "x.png"), "-o", str(out),
                      "--tile", "4"]) == 0 and [p.name for p in out.iterdir()] == ["x.png"]
+
+
+def test_predict_skips_an_unreadable_input_writes_the_others_and_lists_it(tmp_path, capsys):
+    inputs = _images(tmp_path / "images", "a.png", "c.png")
+    (inputs / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short by a copy")     # 损坏的输入
+    before = _digest(inputs)
+    out = tmp_path / "o"
+    code = cli.main(["predict", "-m", str(rgb_checkpoint(tmp_path)), "--input-dir", str(inputs), "-o", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    bad = str(inputs / "b.png")
+    assert f"skipped {bad}: " in err                                     # the reason, as it happened 当场给出原因
+    assert err.splitlines()[-1] == (
+        f"error: 1 of 3 input(s) could not be read and have no mask: {bad} (the reason is printed above each). "
+        f"The other 2 mask(s) are in {str(out)!r}. Replace the file(s), then predict only them: -i {bad}")
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]   # the others are all written 其余都已写出
+    assert _digest(inputs) == before
+
+
+def test_predict_stopped_by_an_error_says_which_masks_it_kept(tmp_path, capsys):
+    inputs = _images(tmp_path / "images", "a.png", "b.png")
+    fov = tmp_path / "fov"
+    fov.mkdir()
+    Image.fromarray(np.full((20, 24), 255, np.uint8)).save(fov / "a_mask.png")
+    Image.fromarray(np.full((10, 10), 255, np.uint8)).save(fov / "b_mask.png")    # 尺寸不符
+    out = tmp_path / "o"
+    code = cli.main(["predict", "-m", str(rgb_checkpoint(tmp_path)), "--input-dir", str(inputs), "-o", str(out),
+                     "--fov-dir", str(fov)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "10x10 but the image is 24x20" in err
+    assert err.rstrip().endswith(f"(1 of 2 input(s) were predicted into {str(out)!r} before this one; their "
+                                 "masks are kept.)")
+    assert [p.name for p in out.iterdir()] == ["a.png"]
 
 
 def test_evaluate_refuses_a_bad_threshold_before_loading_the_model(tmp_path, monkeypatch, capsys):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from unet_course.config import TrainConfig
@@ -101,6 +102,27 @@ def test_corrupt_image_file(tmp_path):
         ds[ds.names.index("x")]
     msg = str(err.value)
     assert "x.jpg" in msg and "Cannot decode" in msg and "re-download" in msg
+
+
+def test_truncated_tiff_is_named_as_corrupt_without_decoder_noise(tmp_path, capfd):
+    """A TIFF cut short after its header read as an empty array and failed later as "shape (0,)", after two
+    tifffile log lines. 截断的 TIFF 以前被读成空数组，报错含糊且伴有 tifffile 日志
+    """
+    from unet_course.data import read_stack
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8),
+                     photometric="minisblack")
+    cut = buf.getvalue()
+    (tmp_path / "cut.tif").write_bytes(cut[:4096] + cut[-200:])      # 头与页目录在，像素缺失
+    (tmp_path / "head.tif").write_bytes(cut[:4096])                   # 页目录也缺失
+    for name in ("cut.tif", "head.tif"):
+        with pytest.raises(DataError, match=rf"{name}.*(corrupt|truncated)"):
+            read_image(tmp_path / name)
+        with pytest.raises(DataError, match=rf"{name}.*corrupt or truncated; re-download"):
+            read_stack(tmp_path / name)
+    out, err = capfd.readouterr()
+    assert "tifffile" not in out + err and "EXIF" not in out + err
 
 
 def test_mask_value_outside_the_discovered_mapping(tmp_path):

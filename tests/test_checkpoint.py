@@ -86,7 +86,7 @@ def test_truncated_checkpoint_gives_clear_error(trained, tmp_path):
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(broken)
     msg = str(err.value)
-    assert str(broken) in msg and "truncated or corrupt" in msg and "--resume" in msg
+    assert str(broken) in msg and "truncated or corrupt" in msg and "Pass a good checkpoint" in msg
 
 
 def test_missing_checkpoint_and_bare_state_dict(tmp_path):

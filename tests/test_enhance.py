@@ -51,7 +51,7 @@ def test_gray_clahe_accepts_gray_and_rgb():
 
 
 def test_bad_enhance_inputs_name_the_image_and_the_fix():
-    with pytest.raises(DataError, match=r"scan_07\.png.*gray-clahe"):
+    with pytest.raises(DataError, match=r"scan_07\.png.*Give the RGB image; a model for gray images is trained with enhance='gray-clahe'"):
         enhance_image(np.zeros((20, 20), np.uint8), "green-clahe", "scan_07.png")
     with pytest.raises(DataError, match="uint8"):
         enhance_image(np.zeros((20, 20, 3), np.float32), "gray-clahe")

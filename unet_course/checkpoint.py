@@ -303,8 +303,8 @@ def _corrupt(path: Path, reason: str) -> CheckpointError:
     return CheckpointError(
         f"Checkpoint {str(path)!r} is truncated or corrupt ({reason.splitlines()[0][:120]}). Checkpoints are"
         " written atomically, so this file was probably cut short by a copy or download, or is not a checkpoint;"
-        f" the last good one is never overwritten by a failed save.{other} Resume from a good file, e.g."
-        " `unet-course train --resume runs/train/best.pt`."
+        f" the last good one is never overwritten by a failed save.{other} Pass a good checkpoint instead (to"
+        " continue training from one: `unet-course train --resume FILE`)."
     )
 
 

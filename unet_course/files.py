@@ -214,6 +214,34 @@ def ensure_writable_dir(path: str | os.PathLike, flag: str = "--out-dir") -> Pat
     return p
 
 
+@contextlib.contextmanager
+def checked_output_dir(path: str | os.PathLike, flag: str = "--out-dir") -> Iterator[Path]:
+    """:func:`ensure_writable_dir`, undone if the ``with`` block raises: the folders it created are removed again
+    while they are empty, so a setting refused after the output check leaves nothing behind.
+    检查并创建输出目录；若 with 块出错，删除本次新建且仍为空的目录
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> try:
+    ...     with checked_output_dir(root / "a" / "b", "-o"):
+    ...         raise ConfigError("a setting refused after the check")
+    ... except ConfigError:
+    ...     pass
+    >>> sorted(root.iterdir())
+    []
+    """
+    p = Path(path).expanduser()
+    created = [parent for parent in (p, *p.parents) if not parent.exists()]   # 最深的在前
+    p = ensure_writable_dir(p, flag)
+    try:
+        yield p
+    except BaseException:
+        for folder in created:                                              # 仅删除仍为空的新目录
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
 def ensure_writable_file(path: str | os.PathLike, flag: str = "-o") -> Path:
     """Check, before any work, that the file ``path`` can be written (its folder is created if needed).
     工作开始前检查输出文件可写"""

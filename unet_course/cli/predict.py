@@ -10,9 +10,11 @@ predict never overwrites an input or one of its own outputs. Before any work it 
 the folder of an input, an output name that resolves to an input file, and two inputs that would write the same
 file (``x.jpg`` and ``x.png`` both give ``x.png``); every message names the files and the fix. Each file is
 written atomically (:func:`unet_course.files.write_with`): a full disk leaves no partial or 0-byte mask, and the
-error names the folder and its free space.
+error names the folder and its free space. An input that cannot be read is skipped and named, the others are
+still predicted, and the run ends with exit code 2 and the list of skipped files.
 predict 不会覆盖输入文件或自己的其他输出：开始前就拒绝与输入同目录的 -o/--output、会解析到输入文件的输出名，
-以及会写同一文件的两个输入（如 x.jpg 与 x.png）；每个文件原子写入，磁盘已满时不留下 0 字节文件
+以及会写同一文件的两个输入（如 x.jpg 与 x.png）；每个文件原子写入，磁盘已满时不留下 0 字节文件；
+无法读取的输入被跳过并在结束时列出（退出码 2）
 
 Example::
 
@@ -29,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import shlex
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,10 +45,10 @@ from PIL import Image
 
 from ..checkpoint import load_model
 from ..config import check_tile
-from ..data.io import IMAGE_EXTENSIONS, TIFF_EXTENSIONS, read_image, read_stack
+from ..data.io import IMAGE_EXTENSIONS, page_count, read_image, read_stack
 from ..env import default_out_dir, pick_device
-from ..errors import CheckpointError, ConfigError, DataError, OutputError
-from ..files import ensure_writable_dir, write_with
+from ..errors import CheckpointError, ConfigError, DataError, OutputError, UNetCourseError
+from ..files import checked_output_dir, write_with
 from ..inference import (
     DEFAULT_MEMORY_CAP_MB,
     apply_fov,
@@ -179,17 +183,6 @@ def collect_inputs(files: Sequence[str] | None, folder: str | None) -> list[Path
     return paths
 
 
-def tiff_pages(path: Path) -> int:
-    """Number of pages of a TIFF (1 for other files or unreadable ones). TIFF 的页数"""
-    if path.suffix.lower() not in TIFF_EXTENSIONS:
-        return 1
-    try:
-        with tifffile.TiffFile(path) as tif:
-            return len(tif.pages)
-    except Exception:        # 损坏的文件交给 read_image 报告清晰的错误
-        return 1
-
-
 def plan_outputs(inputs: Sequence[Path], out_dir: Path, viz: bool = False, save_probs: bool = False) -> list[Job]:
     """Name every output before any work: ``<stem>.png`` (``<stem>.tif`` for a stack), plus the extras.
     开始工作前为每个输出命名
@@ -204,7 +197,7 @@ def plan_outputs(inputs: Sequence[Path], out_dir: Path, viz: bool = False, save_
     """
     jobs = []
     for path in inputs:
-        pages = tiff_pages(path)
+        pages = page_count(path)
         suffix = ".tif" if pages > 1 else ".png"                       # 多页 TIFF 写多页 TIFF
         job = Job(path, pages, {"mask": out_dir / f"{path.stem}{suffix}"})
         if viz:
@@ -277,6 +270,10 @@ def run_cli(args: argparse.Namespace) -> int:
     """Run ``unet-course predict``: check everything, then predict and write each input in turn.
     执行 predict：先检查全部输入与输出，再逐个预测并写出
 
+    An input that cannot be read (a corrupt or truncated file) is skipped with a message, the others are still
+    predicted, and the run ends with an error that lists the skipped files. Any other error stops the run and says
+    how many masks were already written. 无法读取的输入会被跳过并在最后列出；其他错误立即停止并说明已写出多少掩码
+
     Returns:
         0 on success. Errors are :class:`~unet_course.errors.UNetCourseError` subclasses, printed by the CLI.
     """
@@ -292,31 +289,61 @@ def run_cli(args: argparse.Namespace) -> int:
     out_dir = Path(args.output).expanduser() if args.output else default_out_dir("predict")
     jobs = plan_outputs(inputs, out_dir, viz=args.viz, save_probs=getattr(args, "save_probs", False))
     check_outputs(jobs, out_dir)                                           # 不覆盖输入，不重复写同一文件
-    out_dir = ensure_writable_dir(out_dir, OUTPUT_FLAG)
     device = pick_device(args.device)
-    model, meta = load_model(checkpoint, device=device)
-    settings = {**settings_from_meta(meta), **options}                      # 检查点的设置，参数覆盖
-    settings["tile"] = settings["tile"] or None
-    check_user_tile(options, model)
+    with checked_output_dir(out_dir, OUTPUT_FLAG) as out_dir:              # 之后的检查失败时不留下空目录
+        model, meta = load_model(checkpoint, device=device)
+        settings = {**settings_from_meta(meta), **options}                  # 检查点的设置，参数覆盖
+        settings["tile"] = settings["tile"] or None
+        check_user_tile(options, model)
     print(f"predicting {len(jobs)} input(s): {describe_settings(settings)}")
 
     def predict(image: np.ndarray, label: str) -> Any:
         # the checkpoint is part of the name, so a channel mismatch names both files 通道不符时消息同时写出两个文件
         return predict_image(model, image, name=f"{label} (model {checkpoint})", device=device, **settings)
 
+    written, unreadable = 0, []
     for job in jobs:
         start = time.perf_counter()
-        if job.pages > 1:
-            shape = _predict_stack(job, predict)
-        else:
-            shape = _predict_single(job, predict, fov_paths.get(job.path), int(settings["mask_values"][0]))
+        try:
+            pixels = read_stack(job.path) if job.pages > 1 else read_image(job.path)
+        except DataError as exc:                                           # 损坏的文件：跳过，继续其他输入
+            print(f"skipped {job.path}: {exc}", file=sys.stderr)
+            unreadable.append(str(job.path))
+            continue
+        try:
+            if job.pages > 1:
+                shape = _predict_stack(job, np.asarray(pixels), predict)
+            else:
+                shape = _predict_single(job, pixels, predict, fov_paths.get(job.path),
+                                        int(settings["mask_values"][0]))
+        except UNetCourseError as exc:                                     # 其他错误：停止，并说明已写出的掩码
+            if written:
+                exc.args = (f"{exc} ({written} of {len(jobs)} input(s) were predicted into {str(out_dir)!r} before "
+                            "this one; their masks are kept.)",)
+            raise
+        written += 1
         print(f"{job.path.name} -> {job.outputs['mask']} ({shape}, {time.perf_counter() - start:.1f} s)")
+    if unreadable:
+        raise DataError(unreadable_summary(unreadable, len(jobs), out_dir))
     return 0
 
 
-def _predict_stack(job: Job, predict: Callable[[np.ndarray, str], Any]) -> str:
-    """Predict every page of a multi-page TIFF; write the mask stack (and overlays). 逐页预测多页 TIFF"""
-    stack = np.asarray(read_stack(job.path))                               # (N, H, W[, C])
+def unreadable_summary(unreadable: Sequence[str], total: int, out_dir: Path) -> str:
+    """The closing message of a run that skipped unreadable inputs. 跳过无法读取的输入后的结束消息
+
+    >>> unreadable_summary(["in/b.png"], 3, Path("masks"))  # doctest: +NORMALIZE_WHITESPACE
+    "1 of 3 input(s) could not be read and have no mask: in/b.png (the reason is printed above each). The
+    other 2 mask(s) are in 'masks'. Replace the file(s), then predict only them: -i in/b.png"
+    """
+    listed = ", ".join(unreadable[:5]) + (f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
+    return (f"{len(unreadable)} of {total} input(s) could not be read and have no mask: {listed} (the reason is "
+            f"printed above each). The other {total - len(unreadable)} mask(s) are in {str(out_dir)!r}. Replace "
+            f"the file(s), then predict only them: -i {shlex.join(unreadable[:5])}")
+
+
+def _predict_stack(job: Job, stack: np.ndarray, predict: Callable[[np.ndarray, str], Any]) -> str:
+    """Predict every page of a multi-page TIFF ``(N, H, W[, C])``; write the mask stack (and overlays).
+    逐页预测多页 TIFF"""
     masks, overlays = [], []
     for k, page in enumerate(stack):
         pred = predict(page, f"{job.path} (page {k})")
@@ -330,9 +357,9 @@ def _predict_stack(job: Job, predict: Callable[[np.ndarray, str], Any]) -> str:
     return f"{len(masks)} pages of {masks[0].shape[1]}x{masks[0].shape[0]}"
 
 
-def _predict_single(job: Job, predict: Callable[[np.ndarray, str], Any], fov: Path | None, background: int) -> str:
-    """Predict one image; write its mask (FOV applied) and the extras. 预测单张图像并写出掩码与附加文件"""
-    image = read_image(job.path)                                           # (H, W, C) uint8
+def _predict_single(job: Job, image: np.ndarray, predict: Callable[[np.ndarray, str], Any], fov: Path | None,
+                    background: int) -> str:
+    """Predict one image ``(H, W, C)``; write its mask (FOV applied) and the extras. 预测单张图像并写出掩码与附加文件"""
     pred = predict(image, str(job.path))
     mask = pred.mask if fov is None else apply_fov(pred.mask, fov, background)   # 视野外为背景
     write_png(job.outputs["mask"], mask)

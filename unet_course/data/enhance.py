@@ -86,8 +86,8 @@ def enhance_image(image: np.ndarray, method: str = "none", name: str = "<image>"
     if method == "green-clahe":
         if arr.ndim != 3 or arr.shape[2] < 3:
             raise DataError(
-                f"{name}: enhance='green-clahe' needs an RGB image, got shape {arr.shape}; use enhance='gray-clahe' "
-                "for gray images."
+                f"{name}: enhance='green-clahe' takes the green channel of an RGB image, got shape {arr.shape}. "
+                "Give the RGB image; a model for gray images is trained with enhance='gray-clahe'."
             )
         channel = arr[:, :, 1]                                            # (H, W) 绿色通道
     elif arr.ndim == 3:

@@ -29,8 +29,12 @@ Channels (:func:`match_channels`, the only place that converts gray <-> RGB) and
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +72,22 @@ def _suffix(source: Source, name: str | None) -> str:
     return Path(ref).suffix.lower()
 
 
+@contextlib.contextmanager
+def _quiet_decoders() -> Iterator[None]:
+    """Silence what tifffile and PIL print about a broken file while decoding it: the DataError raised for it
+    says the same with the file's name. 解码时屏蔽 tifffile 与 PIL 对损坏文件的提示，由 DataError 统一说明
+    """
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def _decode(source: Source, name: str | None, kind: str = "image") -> np.ndarray:
     """Decode the first page of an image file into an array with its native dtype.
     解码为保留原始 dtype 的数组
@@ -85,12 +105,16 @@ def _decode(source: Source, name: str | None, kind: str = "image") -> np.ndarray
         # imagecodecs package (e.g. DRIVE's LZW files) fall back to PIL
         # 先用 tifffile；若压缩格式需要可选的 imagecodecs 包（如 DRIVE 的 LZW），改用 PIL
         try:
-            return np.asarray(tifffile.imread(data, key=0))
+            with _quiet_decoders():
+                arr = np.asarray(tifffile.imread(data, key=0))
+            if arr.size:                                  # a truncated file can read as an empty array 截断的文件可能读出空数组
+                return arr
         except Exception:
-            if isinstance(data, io.BytesIO):
-                data.seek(0)
+            pass
+        if isinstance(data, io.BytesIO):
+            data.seek(0)
     try:
-        with Image.open(data) as im:
+        with _quiet_decoders(), Image.open(data) as im:
             im.seek(0)
             if im.mode in ("P", "PA"):
                 if kind == "mask":
@@ -258,14 +282,31 @@ def read_stack(source: Source, name: str | None = None) -> np.ndarray:
         raise DataError(f"File {label!r} does not exist. Check the path or re-download the data set.")
     try:
         data = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
-        arr = np.asarray(tifffile.imread(data))
+        with _quiet_decoders():
+            arr = np.asarray(tifffile.imread(data))
+        if not arr.size:
+            raise ValueError("no pages could be read")
     except Exception as exc:
         raise DataError(
-            f"Cannot read {label!r} as a multi-page TIFF ({type(exc).__name__}: {exc}). Re-download the file."
+            f"Cannot read {label!r} as a multi-page TIFF ({type(exc).__name__}: {exc}). The file is corrupt or "
+            "truncated; re-download it."
         ) from None
     if arr.ndim == 2:
         arr = arr[None]  # a single page -> (1, H, W)
     return np.ascontiguousarray(arr)
+
+
+def page_count(path: str | os.PathLike) -> int:
+    """Number of pages of a TIFF; 1 for other files and for a TIFF that cannot be read (reading it then raises
+    the clear error). TIFF 的页数；其他文件或无法读取的 TIFF 为 1（读取时再给出清晰的错误）
+    """
+    if Path(path).suffix.lower() not in TIFF_EXTENSIONS:
+        return 1
+    try:
+        with _quiet_decoders(), tifffile.TiffFile(path) as tif:
+            return max(1, len(tif.pages))
+    except Exception:
+        return 1
 
 
 def image_size(source: Source, name: str | None = None) -> tuple[int, int, int]:
