@@ -56,8 +56,8 @@ DRIVE/
 def _missing_root(root: Path, what: str) -> DataError:
     return DataError(
         f"DRIVE {what} not found at {str(root)!r}. Expected this layout:\n{DRIVE_LAYOUT}\n"
-        "Download DRIVE (see data/README.md) and pass its folder as root=/data_dir=, or set UNET_COURSE_DATA to the "
-        "folder that holds DRIVE/."
+        "Download DRIVE (see data/README.md) and pass its folder with --data-dir (in Python: data_dir= or root=), "
+        "or set UNET_COURSE_DATA to the folder that holds DRIVE/."
     )
 
 

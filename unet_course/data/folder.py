@@ -370,7 +370,8 @@ def carvana_paths(root: str | Path) -> tuple[Path, Path]:
     if not root.is_dir():
         raise DataError(
             f"Carvana folder {str(root)!r} does not exist. Expected this layout:\n{CARVANA_LAYOUT}\nDownload the "
-            "Kaggle competition data (see data/README.md) and pass the folder as root=/data_dir=."
+            "Kaggle competition data (see data/README.md) and pass the folder with --data-dir (in Python: data_dir= "
+            "or root=)."
         )
     for imgs, masks in (("train", "train_masks"), ("train.zip", "train_masks.zip")):
         if (root / imgs).exists() and (root / masks).exists():

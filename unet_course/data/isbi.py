@@ -101,7 +101,8 @@ class ISBI2012Dataset(SegmentationDataset):
         if not volume_path.is_file():
             raise DataError(
                 f"ISBI-2012 file {volume_name!r} not found in {str(root)!r}. Expected this layout:\n{ISBI_LAYOUT}\n"
-                "Download the challenge files (see data/README.md) and pass their folder as root=/data_dir=."
+                "Download the challenge files (see data/README.md) and pass their folder with --data-dir (in Python: "
+                "data_dir= or root=)."
             )
         volume = _load_stack(str(volume_path.resolve()))  # (N, H, W)
         if volume.dtype != np.uint8:  # 16 位体数据：与单张图像相同的位深规则（io 模块）
