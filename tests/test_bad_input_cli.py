@@ -227,6 +227,31 @@ def test_evaluate_refuses_a_bad_threshold_before_loading_the_model(tmp_path, mon
     assert "--threshold must be in (0, 1), got 0.0" in capsys.readouterr().err
 
 
+def test_evaluate_explains_a_model_trained_without_validation_images(tmp_path, capsys):
+    """``--val-fraction 0`` (the final DRIVE model) leaves ``--split val`` empty; the message says what to score.
+    用全部图像训练的模型没有验证集：消息说明可以怎样评分
+    """
+    root = tmp_path / "data"
+    for k in range(4):
+        image, mask = toy_sample(32, 32, seed=k)
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "masks").mkdir(exist_ok=True)
+        Image.fromarray(image).save(root / "images" / f"c{k}.png")
+        Image.fromarray(mask).save(root / "masks" / f"c{k}_mask.png")
+    out = tmp_path / "run"
+    assert cli.main(["train", "--dataset", "folder", "--data-dir", str(root), "--val-fraction", "0", "--epochs", "1",
+                     "--base-channels", "4", "--depth", "2", "--batch-size", "2", "--crop-size", "none",
+                     "--amp", "off", "--device", "cpu", "--progress", "none", "--out-dir", str(out)]) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out / "best.pt"), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {out / 'best.pt'} was trained with --val-fraction 0, on every training image, so it has no "
+        "validation split to score. Score those images with --split train (an optimistic figure: the model has "
+        "seen them), or estimate its quality with `unet-course cv`.\n")
+    assert cli.main(["evaluate", str(out / "best.pt"), "--device", "cpu", "--split", "train"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_images"] == 4
+
+
 def test_evaluate_refuses_a_tile_smaller_than_the_model_can_halve(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("unet_course.cli.evaluate.evaluate_dataset", _boom)
     assert cli.main(["evaluate", str(rgb_checkpoint(tmp_path)), "--tile", "2"]) == 2

@@ -27,6 +27,7 @@ from ..checkpoint import load_model
 from ..config import SPLITS, data_seed_of
 from ..data import build_dataset
 from ..env import pick_device
+from ..errors import ConfigError
 from ..files import ensure_writable_file, to_plain, write_json
 from ..inference import INSTANCE_KEYS, evaluate_dataset
 from . import options
@@ -71,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
     data_dir = args.data_dir if args.data_dir is not None else train_cfg.get("data_dir")
     kwargs = dataset_kwargs(name, args.split, train_cfg, args.dataset is None or args.dataset == train_cfg.get("dataset"))
     kwargs.update(args.dataset_options or {})                       # --dataset-options 覆盖检查点的设置
-    dataset = build_dataset(name, root=data_dir, split=args.split, **kwargs)
+    try:
+        dataset = build_dataset(name, root=data_dir, split=args.split, **kwargs)
+    except ConfigError as exc:
+        raise ConfigError(_no_validation_split(args, train_cfg, kwargs) or str(exc)) from None
     indices = None if args.max_images is None else list(range(min(len(dataset), args.max_images)))
     result = evaluate_dataset(model, meta, dataset, device=device, indices=indices, **settings)
     result = {"checkpoint": str(args.checkpoint), "dataset": name, "split": args.split, **result}
@@ -84,6 +88,18 @@ def run(args: argparse.Namespace) -> int:
         print(header, table, sep="\n", file=sys.stderr)
         print(json.dumps(to_plain(result), indent=2))
     return 0
+
+
+def _no_validation_split(args: argparse.Namespace, train_cfg: dict[str, Any], kwargs: dict[str, Any]) -> str:
+    """The message for ``--split val`` of a model trained on every image (``val_fraction=0``, as the final DRIVE
+    model is), which has no validation split; empty for any other refused split.
+    用全部图像训练（val_fraction=0）的模型没有验证集时的说明；其他情况为空
+    """
+    if args.split != "val" or kwargs.get("val_fraction") != 0 or train_cfg.get("val_fraction") != 0:
+        return ""
+    return (f"{args.checkpoint} was trained with --val-fraction 0, on every training image, so it has no "
+            "validation split to score. Score those images with --split train (an optimistic figure: the model "
+            "has seen them), or estimate its quality with `unet-course cv`.")
 
 
 def dataset_kwargs(name: str, split: str, train_cfg: dict[str, Any], same_dataset: bool = True) -> dict[str, Any]:
