@@ -17,9 +17,10 @@ import nbformat
 import pytest
 from conftest import write_carvana_fixture
 
+from unet_course import cli
 from unet_course.env import REPO_ROOT
 from unet_course.errors import ConfigError
-from unet_course.notebook_tools import run_course
+from unet_course.notebook_tools import check_parameters, course_notebooks, run_course
 
 LAUNCHER = REPO_ROOT / "kaggle" / "unet_course_kaggle.ipynb"
 
@@ -61,6 +62,27 @@ def test_run_course_names_the_known_notebooks_when_none_match(tmp_path: Path):
     source = _tiny_course(tmp_path / "src")
     with pytest.raises(ConfigError, match="01_tiny"):
         run_course(out_dir=tmp_path / "run", notebooks=["09"], notebook_dir=source)
+    assert not (tmp_path / "run").exists()                   # refused before the run folder is made 未创建运行目录
+
+
+def test_a_parameter_no_notebook_declares_is_refused_before_anything_runs(tmp_path: Path, capsys):
+    """papermill only warns about an unknown parameter and runs on; a misspelt ``-p epoch=3`` went unnoticed.
+    papermill 对未知参数只给警告；拼错的参数以前不会被发现
+    """
+    source = _tiny_course(tmp_path / "src")
+    with pytest.raises(ConfigError) as info:
+        run_course(out_dir=tmp_path / "run", parameters={"valeu": 7}, notebook_dir=source)
+    assert str(info.value) == ("Unknown parameter 'valeu': no course notebook has it in its parameters cell. "
+                               "Did you mean 'value'? Known parameters: value.")
+    assert not (tmp_path / "run").exists()
+    # the real course: wandb_mode is 04's, and passes when only 01 runs (the launcher sends it to every run)
+    # 真实课程：wandb_mode 属于 04，只运行 01 时也可以传入（启动器总会传它）
+    check_parameters({"wandb_mode": "offline", "epochs": 1}, course_notebooks())
+    out = tmp_path / "course" / "run"
+    assert cli.main(["course", "-p", "epoch=3", "--notebooks", "01", "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Unknown parameter 'epoch'") and "Did you mean 'epochs'?" in err
+    assert not (tmp_path / "course").exists()                # --out-dir was checked, then removed again 已删除
 
 
 def test_launcher_has_a_parameters_cell_and_clean_stored_outputs():

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import html as _html
 import json
 import os
@@ -114,6 +115,27 @@ def execute_headless(notebook: str | Path, output: str | Path, parameters: dict[
             os.environ[HEADLESS_ENV] = old
 
 
+def check_parameters(parameters: dict[str, Any], notebooks: list[Path]) -> None:
+    """Refuse a parameter that no course notebook declares: papermill would only warn and run on without it.
+    拒绝任何 notebook 的参数单元格都没有的参数（papermill 只会警告并继续运行）
+
+    A parameter may be meant for some notebooks only (``wandb_mode`` for 04), so the names of every course
+    notebook count, not only of those that run. 只要某个课程 notebook 有该参数即可
+
+    Raises:
+        ConfigError: naming the unknown parameter, the closest known name and the full list.
+    """
+    import papermill as pm  # deferred: slow to import, and only the course command needs it
+
+    known = sorted({name for nb in notebooks for name in pm.inspect_notebook(str(nb))})
+    for key in parameters:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"Unknown parameter {key!r}: no course notebook has it in its parameters cell.{hint} "
+                              f"Known parameters: {', '.join(known)}.")
+
+
 def run_course(
     out_dir: str | os.PathLike | None = None,
     parameters: dict[str, Any] | None = None,
@@ -130,7 +152,8 @@ def run_course(
 
     Args:
         out_dir: run folder; default ``runs/course-<YYYYmmdd-HHMMSS>`` (on Kaggle under ``/kaggle/working``).
-        parameters: papermill parameters given to every notebook (each notebook ignores the ones it lacks).
+        parameters: papermill parameters given to every notebook (each notebook ignores the ones it lacks; a
+            name that no course notebook declares is refused, see :func:`check_parameters`).
         notebooks: names or stems to run (default: all five).
         kernel_name: Jupyter kernel to use.
         notebook_dir: folder holding ``0N_*.ipynb``; default the checkout's ``notebooks/``.
@@ -138,18 +161,18 @@ def run_course(
     Returns:
         One :class:`NotebookRun` per notebook, with time and the metrics it recorded.
     """
-
-    run_dir = ensure_writable_dir(out_dir or default_out_dir(time.strftime("course-%Y%m%d-%H%M%S"))).resolve()
-    results_file = run_dir / "results.jsonl"
-    results_file.write_text("")
     source = Path(notebook_dir) if notebook_dir is not None else NOTEBOOK_DIR
     paths = course_notebooks(source)
+    check_parameters(parameters or {}, paths)                       # 先检查参数名与 notebook，再创建运行目录
     if notebooks:
         wanted = set(notebooks)
         paths = [p for p in paths if p.stem in wanted or p.name in wanted or p.stem[:2] in wanted]
         if not paths:
             known = [p.stem for p in course_notebooks(source)]
             raise ConfigError(f"No notebook matches {sorted(wanted)}; known: {known}.")
+    run_dir = ensure_writable_dir(out_dir or default_out_dir(time.strftime("course-%Y%m%d-%H%M%S"))).resolve()
+    results_file = run_dir / "results.jsonl"
+    results_file.write_text("")
     old_env = os.environ.get(RESULTS_ENV)
     os.environ[RESULTS_ENV] = str(results_file.resolve())
     runs: list[NotebookRun] = []

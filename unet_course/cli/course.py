@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..files import ensure_writable_dir
+from ..files import checked_output_dir
 from ..notebook_tools import format_summary, run_course
 
 HELP = "run the five course notebooks with papermill (synthetic data by default)"
@@ -32,7 +33,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                           "(time and key metric per notebook). The committed notebooks stay untouched. "
                           "用 papermill 执行五个课程 notebook")
     parser.add_argument("-p", "--parameter", action="append", metavar="KEY=VALUE",
-                        help="papermill parameter for every notebook, e.g. -p dataset=drive (JSON values allowed)")
+                        help="papermill parameter for every notebook, e.g. -p dataset=drive (JSON values allowed); a "
+                             "name that no notebook's parameters cell declares is refused")
     parser.add_argument("--notebooks", nargs="+", metavar="NAME", help="only these notebooks (e.g. 01 04_training_loop)")
     parser.add_argument("--out-dir", help="run folder, also the notebooks' working directory "
                                           "(default runs/course-<YYYYmmdd-HHMMSS>; on Kaggle under /kaggle/working)")
@@ -69,11 +71,11 @@ def run(args: argparse.Namespace) -> int:
     parameters = parse_parameters(args.parameter)
     if importlib.util.find_spec("papermill") is None:       # 只查找不导入：papermill 由 notebook_tools 按需导入
         raise ConfigError("The course command needs papermill: pip install papermill (or pip install -e .).")
-    if args.out_dir:
-        ensure_writable_dir(args.out_dir, "--out-dir")     # 执行 notebook 之前检查
     os.environ.setdefault("UNET_COURSE_QUIET", "1")
-    runs = run_course(out_dir=args.out_dir, parameters=parameters, notebooks=args.notebooks,
-                      notebook_dir=args.notebook_dir)
+    # the folder is checked before any notebook runs, and removed again if a parameter is refused 参数被拒时删除
+    with checked_output_dir(args.out_dir, "--out-dir") if args.out_dir else contextlib.nullcontext():
+        runs = run_course(out_dir=args.out_dir, parameters=parameters, notebooks=args.notebooks,
+                          notebook_dir=args.notebook_dir)
     print(format_summary(runs))
     print(f"Executed notebooks are in {Path(runs[0].output).parent}" if runs else "No notebook ran.")
     return 0 if all(r.ok for r in runs) else 1
