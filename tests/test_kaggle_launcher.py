@@ -43,7 +43,7 @@ def _tiny_course(folder: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_run_course_writes_into_the_run_folder_and_not_the_source(tmp_path: Path):
+def test_run_course_writes_into_the_run_folder_and_not_the_source(tmp_path: Path, capfd):
     source = _tiny_course(tmp_path / "src")
     source.chmod(stat.S_IRUSR | stat.S_IXUSR)               # read-only like /kaggle/input 只读源目录
     try:
@@ -56,6 +56,7 @@ def test_run_course_writes_into_the_run_folder_and_not_the_source(tmp_path: Path
     assert sorted(p.name for p in source.iterdir()) == ["01_tiny.ipynb"]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary[0]["name"] == "01_tiny" and summary[0]["ok"] is True
+    assert "IPKernelApp" not in capfd.readouterr().err       # no kernel start-up log in the course's output 无内核日志
 
 
 def test_run_course_names_the_known_notebooks_when_none_match(tmp_path: Path):
