@@ -92,6 +92,16 @@ def test_cli_multipage_tiff_gives_a_multipage_mask(tmp_path: Path, gray_checkpoi
     masks = tifffile.imread(tmp_path / "o" / "test-volume.tif")
     assert masks.shape == (3, 40, 36) and masks.dtype == np.uint8
     assert set(np.unique(masks)) <= {0, 255}
+    # --save-probs on a stack: one (K, H, W) per page, as the masks 多页时概率为 (N, K, H, W)
+    assert predict_cli("-m", str(gray_checkpoint), "-i", str(tmp_path / "test-volume.tif"), "-o", str(tmp_path / "p"),
+                       "--save-probs") == 0
+    probs = np.load(tmp_path / "p" / "test-volume_prob.npy")
+    assert probs.shape == (3, 2, 40, 36) and probs.dtype == np.float16       # (N, K, H, W)
+    assert np.array_equal(tifffile.imread(tmp_path / "p" / "test-volume.tif"), masks)
+    model, meta = load_model(gray_checkpoint)
+    for k, page in enumerate(stack):                                   # page k's probabilities 第 k 页的概率
+        expected = predict_with_meta(model, meta, page[..., None]).probs
+        np.testing.assert_allclose(probs[k].astype(np.float32), expected, atol=1e-3)   # float16 in the file 文件中为 float16
 
 
 def test_cli_corrupt_image_names_the_file(tmp_path: Path, rgb_checkpoint: Path) -> None:

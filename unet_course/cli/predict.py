@@ -3,7 +3,8 @@ predict 子命令：用训练好的检查点为每张输入图像写出一个掩
 
 Outputs are named like the inputs: ``01_test.tif`` -> ``<output>/01_test.png`` (the original mask values at the
 original size); a multi-page TIFF (ISBI ``test-volume.tif``) -> ``<output>/test-volume.tif`` with one mask page per
-input page. ``--viz`` adds ``<name>_overlay.png``, ``--save-probs`` adds ``<name>_prob.npy``.
+input page. ``--viz`` adds ``<name>_overlay.png``, ``--save-probs`` adds ``<name>_prob.npy`` (``(K, H, W)``;
+``(N, K, H, W)`` for a stack).
 输出与输入同名：单张图写 PNG，多页 TIFF 写同名的多页 TIFF；--viz 额外写叠加图，--save-probs 写概率
 
 predict never overwrites an input or one of its own outputs. Before any work it refuses an ``-o/--output`` that is
@@ -84,7 +85,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                              "are set to the background value 视野掩码目录")
     parser.add_argument("--viz", action="store_true", help="also write <name>_overlay.png 叠加图")
     parser.add_argument("--save-probs", action="store_true",
-                        help="also write <name>_prob.npy (float16, K x H x W) 概率")
+                        help="also write <name>_prob.npy (float16, K x H x W; N x K x H x W for a stack) 概率")
     add_inference_arguments(parser)
     add_prediction_default_arguments(parser)
     parser.set_defaults(func=run_cli)
@@ -202,7 +203,7 @@ def plan_outputs(inputs: Sequence[Path], out_dir: Path, viz: bool = False, save_
         job = Job(path, pages, {"mask": out_dir / f"{path.stem}{suffix}"})
         if viz:
             job.outputs["overlay"] = out_dir / f"{path.stem}_overlay{suffix}"
-        if save_probs and pages == 1:
+        if save_probs:
             job.outputs["probs"] = out_dir / f"{path.stem}_prob.npy"
         jobs.append(job)
     return jobs
@@ -342,18 +343,22 @@ def unreadable_summary(unreadable: Sequence[str], total: int, out_dir: Path) -> 
 
 
 def _predict_stack(job: Job, stack: np.ndarray, predict: Callable[[np.ndarray, str], Any]) -> str:
-    """Predict every page of a multi-page TIFF ``(N, H, W[, C])``; write the mask stack (and overlays).
+    """Predict every page of a multi-page TIFF ``(N, H, W[, C])``; write the mask stack (and overlays, probabilities).
     逐页预测多页 TIFF"""
-    masks, overlays = [], []
+    masks, overlays, probs = [], [], []
     for k, page in enumerate(stack):
         pred = predict(page, f"{job.path} (page {k})")
         masks.append(pred.mask)                                            # (H, W)
         if "overlay" in job.outputs:
             overlays.append(overlay_array(page, pred.labels))              # (H, W, 3)
+        if "probs" in job.outputs:
+            probs.append(pred.probs.astype(np.float16))                    # (K, H, W)
     # (N, H, W) one mask per page; minisblack, so that 3 pages are not read as RGB planes 明确 minisblack
     write_tiff(job.outputs["mask"], np.stack(masks), "minisblack")
     if overlays:
         write_tiff(job.outputs["overlay"], np.stack(overlays), "rgb", what="overlay stack")
+    if probs:
+        write_npy(job.outputs["probs"], np.stack(probs))                  # (N, K, H, W)
     return f"{len(masks)} pages of {masks[0].shape[1]}x{masks[0].shape[0]}"
 
 
