@@ -220,6 +220,21 @@ def test_predict_stopped_by_an_error_says_which_masks_it_kept(tmp_path, capsys):
     assert [p.name for p in out.iterdir()] == ["a.png"]
 
 
+def test_predict_says_when_tiling_flags_do_not_apply(tmp_path, capsys):
+    """``--overlap`` / ``--blend`` / ``--tile-batch`` with whole-image prediction used to be ignored in silence.
+    整图推理时设置切片参数以前会被悄悄忽略
+    """
+    inputs = _images(tmp_path / "images", "x.png")
+    args = ["predict", "-m", str(rgb_checkpoint(tmp_path)), "-i", str(inputs / "x.png"), "--overlap", "0.5",
+            "--blend", "linear"]
+    assert cli.main([*args, "-o", str(tmp_path / "whole")]) == 0
+    assert capsys.readouterr().err == (
+        "note: --overlap 0.5 and --blend linear apply only to tiled prediction, and these images are predicted whole "
+        "unless one exceeds --max-memory-mb; add --tile N to tile them.\n")
+    assert cli.main([*args, "-o", str(tmp_path / "tiled"), "--tile", "8"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_evaluate_refuses_a_bad_threshold_before_loading_the_model(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("unet_course.cli.evaluate.load_model", _boom)
     code = cli.main(["evaluate", str(rgb_checkpoint(tmp_path)), "--threshold", "0"])

@@ -29,7 +29,7 @@ from ..data import build_dataset
 from ..env import pick_device
 from ..errors import ConfigError
 from ..files import ensure_writable_file, to_plain, write_json
-from ..inference import INSTANCE_KEYS, evaluate_dataset
+from ..inference import INSTANCE_KEYS, evaluate_dataset, settings_from_meta
 from . import options
 from .predict import add_prediction_default_arguments, check_user_tile, prediction_options
 
@@ -77,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise ConfigError(_no_validation_split(args, train_cfg, kwargs) or str(exc)) from None
     indices = None if args.max_images is None else list(range(min(len(dataset), args.max_images)))
+    tile = settings["tile"] if "tile" in settings else settings_from_meta(meta).get("tile")
+    if note := options.unused_tiling_note(args, tile):
+        print(note, file=sys.stderr)
     result = evaluate_dataset(model, meta, dataset, device=device, indices=indices, **settings)
     result = {"checkpoint": str(args.checkpoint), "dataset": name, "split": args.split, **result}
     table = metrics_table(result["metrics"], meta.get("class_names"))

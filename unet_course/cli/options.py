@@ -152,14 +152,18 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
+#: The tiling flags and their defaults: they only matter when the images are tiled. 仅在切片推理时起作用的参数
+TILING_DEFAULTS = {"overlap": 0.25, "tile_batch": 4, "blend": "gaussian"}
+
+
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     """The prediction settings that ``predict`` and ``evaluate`` share. predict 与 evaluate 共用的推理参数"""
     group = parser.add_argument_group("inference options 推理参数")
     group.add_argument("--tile", type=positive_int, default=None, metavar="N",
                        help="sliding-window tile size in pixels (default: whole image in one pass) 切片大小")
-    group.add_argument("--overlap", type=float, default=0.25, metavar="X", help="tile overlap fraction in [0, 1) 切片重叠比例")
-    group.add_argument("--tile-batch", type=positive_int, default=4, metavar="N", help="tiles per forward pass 每次前向的切片数")
-    group.add_argument("--blend", choices=BLEND_MODES, default="gaussian", help="tile blending weights 融合权重")
+    group.add_argument("--overlap", type=float, default=TILING_DEFAULTS["overlap"], metavar="X", help="tile overlap fraction in [0, 1) 切片重叠比例")
+    group.add_argument("--tile-batch", type=positive_int, default=TILING_DEFAULTS["tile_batch"], metavar="N", help="tiles per forward pass 每次前向的切片数")
+    group.add_argument("--blend", choices=BLEND_MODES, default=TILING_DEFAULTS["blend"], help="tile blending weights 融合权重")
     group.add_argument("--tta", action="store_true", help="average the four flips (test-time augmentation)")
     group.add_argument("--threshold", type=float, default=None, metavar="X",
                        help="binary foreground threshold in (0, 1) (default: the checkpoint's) 前景阈值")
@@ -190,6 +194,26 @@ def inference_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.threshold is not None:
         options["threshold"] = check_threshold(args.threshold, "--threshold")
     return options
+
+
+def unused_tiling_note(args: argparse.Namespace, tile: int | None) -> str:
+    """A note when ``--overlap`` / ``--tile-batch`` / ``--blend`` were changed but the images are predicted whole
+    (``tile`` None), so the user does not think they took effect; empty otherwise. 设置了切片参数却整图推理时的提示
+
+    >>> print(unused_tiling_note(argparse.Namespace(overlap=0.5, tile_batch=8, blend="gaussian"), None))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    note: --overlap 0.5 and --tile-batch 8 apply only to tiled prediction, and these images are predicted whole
+    unless one exceeds --max-memory-mb; add --tile N to tile them.
+    >>> unused_tiling_note(argparse.Namespace(overlap=0.5, tile_batch=4, blend="gaussian"), 256)
+    ''
+    """
+    changed = [f"--{key.replace('_', '-')} {getattr(args, key)}" for key, default in TILING_DEFAULTS.items()
+               if getattr(args, key, default) != default]
+    if tile or not changed:
+        return ""
+    verb = "applies" if len(changed) == 1 else "apply"
+    return (f"note: {' and '.join(changed)} {verb} only to tiled prediction, and these images are predicted whole "
+            "unless one exceeds --max-memory-mb; add --tile N to tile them.")
 
 
 # ----------------------------------------------------------------------------------------------------------------

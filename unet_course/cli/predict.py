@@ -59,7 +59,7 @@ from ..inference import (
     settings_from_meta,
 )
 from ..viz import overlay
-from .options import add_inference_arguments, inference_options
+from .options import add_inference_arguments, inference_options, unused_tiling_note
 
 HELP = "write masks for images with a trained checkpoint"
 
@@ -297,6 +297,8 @@ def run_cli(args: argparse.Namespace) -> int:
         settings["tile"] = settings["tile"] or None
         check_user_tile(options, model)
     print(f"predicting {len(jobs)} input(s): {describe_settings(settings)}")
+    if note := unused_tiling_note(args, settings["tile"]):
+        print(note, file=sys.stderr)
 
     def predict(image: np.ndarray, label: str) -> Any:
         # the checkpoint is part of the name, so a channel mismatch names both files 通道不符时消息同时写出两个文件
