@@ -103,6 +103,25 @@ def test_check_tile_is_the_one_tile_rule():
         TrainConfig(depth=4, predict_tile=8)                         # the checkpoint's default obeys it too
 
 
+@pytest.mark.parametrize("values, message", [
+    ({"augment": False, "rotate": 10}, "rotate=10 is a training augmentation, so with augment=False it would "
+                                       "silently not happen"),
+    ({"scheduler": "plateau", "warmup_epochs": 2}, "warmup_epochs=2 works with scheduler 'cosine' or 'poly'; "
+                                                   "with 'plateau' there would silently be no warm-up"),
+    ({"optimizer": "adamw", "momentum": 0.5}, "momentum=0.5 is used by the sgd and rmsprop optimizers only; "
+                                              "'adamw' would silently ignore it"),
+])
+def test_a_setting_the_others_would_switch_off_is_refused(values, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**values)
+    with pytest.raises(ConfigError, match=message):              # the same rule for notebook parameters 同一规则
+        TrainConfig.from_parameters(**values)
+    # with the setting that uses it, it is fine 与使用它的设置一起则没有问题
+    assert TrainConfig(rotate=10).augment is True
+    TrainConfig(scheduler="cosine", warmup_epochs=2)
+    TrainConfig(optimizer="sgd", momentum=0.5)
+
+
 def test_every_field_has_help_and_real_types():
     hints = field_types()
     for f in dataclasses.fields(TrainConfig):

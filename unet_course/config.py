@@ -257,7 +257,8 @@ class TrainConfig:
     out_dir: str | None = knob(None, "output folder; none -> runs/train (or /kaggle/working/runs/train) 输出目录")
     resume: str | None = knob(None, "checkpoint to resume from ('last' -> <out_dir>/last.pt) 续训检查点")
     save_every: int = knob(1, "write last.pt every N epochs 每 N 轮保存一次")
-    threshold: float = knob(0.5, "binary mode: probability threshold, in (0, 1) 二分类阈值")
+    threshold: float = knob(0.5, "two classes (binary, or multiclass with 2 classes): foreground probability "
+                                 "threshold, in (0, 1) 两类时的前景概率阈值")
     wandb_mode: str = knob("disabled", "Weights & Biases logging wandb 记录方式", WANDB_MODES)
     wandb_project: str = knob("unet-course", "wandb project wandb 项目名")
     wandb_run_name: str | None = knob(None, "wandb run name wandb 运行名")
@@ -293,6 +294,22 @@ class TrainConfig:
             if allowed and value not in allowed:
                 raise ConfigError(f"Unknown {f.name} {value!r}; choose one of: {', '.join(allowed)}.")
         self._check_ranges()
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        """Refuse a setting that the other settings would silently switch off. 拒绝会被其他设置悄悄关闭的设置"""
+        if self.rotate and not self.augment:
+            raise ConfigError(f"rotate={self.rotate:g} is a training augmentation, so with augment=False it would "
+                              "silently not happen. Turn augment on (--augment), or leave rotate at 0.")
+        if self.warmup_epochs and self.scheduler not in ("cosine", "poly"):
+            raise ConfigError(f"warmup_epochs={self.warmup_epochs} works with scheduler 'cosine' or 'poly'; with "
+                              f"{self.scheduler!r} there would silently be no warm-up. Choose one of those "
+                              "schedulers, or leave warmup_epochs at 0.")
+        default_momentum = next(f.default for f in dataclasses.fields(self) if f.name == "momentum")
+        if self.momentum != default_momentum and self.optimizer not in ("sgd", "rmsprop"):
+            raise ConfigError(f"momentum={self.momentum:g} is used by the sgd and rmsprop optimizers only; "
+                              f"{self.optimizer!r} would silently ignore it. Choose one of those optimizers, or "
+                              f"leave momentum at its default ({default_momentum:g}).")
 
     def _check_ranges(self) -> None:
         positive = ["epochs", "batch_size", "base_channels", "depth", "image_size", "train_samples", "val_samples"]
