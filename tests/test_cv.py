@@ -119,6 +119,34 @@ def test_cv_command_trains_each_fold_scores_thresholds_and_resumes(tmp_path: Pat
     assert (out / "fold_0" / "last.pt").stat().st_mtime_ns == stamp     # 已完成的折不会重新训练
 
 
+def test_cv_refuses_finished_folds_trained_with_other_settings(tmp_path: Path, capsys) -> None:
+    """A rerun into the same --out-dir with another --lr or --folds used to report the old folds as its own.
+    以前在同一输出目录中换用其他 --lr 或 --folds 重跑时，会把旧的折结果当作本次结果
+    """
+    root = _folder(tmp_path / "data")
+    out = tmp_path / "cv"
+    assert main(_tiny_cv(root, out)) == 0
+    report = (out / "cv.json").read_bytes()
+    stamp = (out / "fold_0" / "last.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(_tiny_cv(root, out, "--lr", "0.01")) == 2
+    assert capsys.readouterr().err == (
+        f"error: {str(out / 'fold_0')!r} holds fold 0 of an earlier cv run with other settings (lr 0.003 there, "
+        "0.01 now), and cv would report its result as this run's. Use another --out-dir for these settings, or "
+        "delete the fold_* folders there to train them again.\n")
+    assert main([*_tiny_cv(root, out), "--folds", "3"]) == 2                # the later --folds wins 后给出的优先
+    assert "(folds 2 there, 3 now)" in capsys.readouterr().err
+    assert (out / "cv.json").read_bytes() == report                     # the earlier report is kept 原报告保留
+    assert main(_tiny_cv(root, out, "--progress", "line")) == 0         # plumbing may differ 无关设置可以不同
+    # a fold.json from before it held the settings: they are read from the fold's last.pt 旧版 fold.json
+    fold_json = out / "fold_0" / "fold.json"
+    fold_json.write_text(json.dumps({k: v for k, v in json.loads(fold_json.read_text()).items() if k != "config"}))
+    assert main(_tiny_cv(root, out, "--lr", "0.01")) == 2
+    assert "fold_0' holds fold 0" in capsys.readouterr().err             # (fold 1 would be refused otherwise)
+    assert main(_tiny_cv(root, out)) == 0                               # unset settings resolved there pass
+    assert (out / "fold_0" / "last.pt").stat().st_mtime_ns == stamp     # nothing was trained again 没有重新训练
+
+
 def test_cv_scores_each_fold_with_the_dataset_options_it_trained_with(tmp_path: Path) -> None:
     """Masks named ``*_seg.png``: training and the fold's scoring both take ``mask_suffix`` from the options.
     掩码后缀由 dataset_options 给出时，训练与评分都使用它"""

@@ -5,7 +5,7 @@ Each fold trains the recipe on the other folds (``TrainConfig(folds=k, fold=i)``
 at native size with the run's final weights (``last.pt``, not ``best.pt``: a checkpoint picked by the validation
 fold itself would make the estimate optimistic) at several decision thresholds, with one forward pass and with flip TTA. The result is the mean ± sd over
 folds, and ``cv.json``. A fold whose ``fold.json`` exists is not trained again, so an interrupted CV continues
-where it stopped.
+where it stopped; a finished fold trained with other settings is refused (:func:`check_finished_fold`).
 每一折用其余折训练，再用最终权重（last.pt）在本折原尺寸图像上按多个阈值评分；结果为各折的均值 ± 标准差；
 已完成的折不会重复训练
 
@@ -24,10 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import load_model
+from ..checkpoint import load_checkpoint, load_model
 from ..config import data_seed_of
 from ..data import build_dataset, dataset_options
 from ..env import default_out_dir
+from ..errors import ConfigError
 from ..files import ensure_writable_dir, write_json
 from ..inference.calibration import DEFAULT_THRESHOLDS, score_thresholds
 from ..training import fit
@@ -65,6 +66,40 @@ def _fold_dataset(cfg: Any) -> Any:
                          fold=cfg.fold, **options)
 
 
+#: Settings that do not change a fold's result: where it is written and how it reports. 不影响结果的设置
+PLUMBING = ("out_dir", "resume", "progress", "device", "num_workers", "save_every", "wandb_mode", "wandb_project",
+            "wandb_run_name")
+
+
+def check_finished_fold(cfg: Any) -> None:
+    """Refuse a finished fold in ``cfg.out_dir`` that was trained with other settings: ``cv`` reuses a finished
+    fold, so its result would be reported as this run's. 已完成的折若设置不同则拒绝（否则其结果会被当作本次的结果）
+
+    The fold's settings come from its ``fold.json`` (``config``), or from its ``last.pt`` for a fold written
+    before ``fold.json`` held them. 设置取自 fold.json，旧版本则取自 last.pt
+
+    Raises:
+        ConfigError: naming the folder, the settings that differ, and the fix.
+    """
+    out = Path(cfg.out_dir)
+    done = out / "fold.json"
+    if not done.is_file():
+        return
+    saved = json.loads(done.read_text()).get("config")
+    current = cfg.to_dict()
+    if saved is None and (out / "last.pt").is_file():
+        saved = load_checkpoint(out / "last.pt").get("train_config") or {}
+        # a checkpoint stores what an unset (None) setting resolved to, e.g. channels_last 检查点保存的是解析后的值
+        current = {key: value for key, value in current.items() if value is not None}
+    differ = [f"{key} {saved[key]!r} there, {value!r} now" for key, value in current.items()
+              if key not in PLUMBING and saved is not None and key in saved and saved[key] != value]
+    if differ:
+        raise ConfigError(
+            f"{str(out)!r} holds fold {cfg.fold} of an earlier cv run with other settings ({'; '.join(differ[:5])}"
+            f"{'; ...' if len(differ) > 5 else ''}), and cv would report its result as this run's. Use another "
+            f"--out-dir for these settings, or delete the fold_* folders there to train them again.")
+
+
 def run_fold(cfg: Any, thresholds: list[float]) -> dict[str, Any]:
     """Train one fold (unless its ``fold.json`` exists) and score it at each threshold. 训练并评估一折"""
     out = Path(cfg.out_dir)
@@ -81,7 +116,7 @@ def run_fold(cfg: Any, thresholds: list[float]) -> dict[str, Any]:
     at = _nearest(thresholds, cfg.threshold)
     result = {"fold": cfg.fold, "train_seconds": train_s, "recipe_threshold": cfg.threshold,
               "f1_at_recipe_threshold": scores["f1"][at], "f1_tta_at_recipe_threshold": flips["f1"][at],
-              "f1_tta": flips["f1"], **scores}
+              "f1_tta": flips["f1"], **scores, "config": cfg.to_dict()}
     write_json(done, result)
     return result
 
@@ -117,9 +152,11 @@ def run(args: argparse.Namespace) -> int:
     if base.folds < 2:
         base = base.replace(folds=5)                                   # 默认 5 折
     root = ensure_writable_dir(base.out_dir or default_out_dir("cv"), "--out-dir")
+    configs = [base.replace(fold=k, out_dir=str(root / f"fold_{k}"), resume=None) for k in range(base.folds)]
+    for cfg in configs:                                                # 先检查所有已完成的折，再开始训练
+        check_finished_fold(cfg)
     folds = []
-    for k in range(base.folds):
-        cfg = base.replace(fold=k, out_dir=str(root / f"fold_{k}"), resume=None)
+    for k, cfg in enumerate(configs):
         folds.append(run_fold(cfg, args.thresholds))
         print(f"fold {k}: F1 {folds[-1]['f1_at_recipe_threshold']:.4f} at threshold {base.threshold} "
               f"(best {folds[-1]['best_f1']:.4f} at {folds[-1]['best_threshold']})", flush=True)
