@@ -140,6 +140,17 @@ def test_keyboard_interrupt_message(monkeypatch, capsys):
     assert "last.pt" in err and "--resume last" in err
 
 
+def test_inspect_names_a_missing_path_as_a_path(tmp_path, capsys):
+    """A missing folder was reported as an unknown data set name. 不存在的目录以前被当作未知的数据集名"""
+    missing = tmp_path / "masks"
+    assert cli.main(["inspect", str(missing)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {str(missing)!r} does not exist. inspect takes a folder or file of masks, or a data set name "
+        "(synthetic, synthetic-multiclass, drive, isbi2012, carvana, folder).\n")
+    assert cli.main(["inspect", "drivee"]) == 2                        # a name stays a name 名称仍按名称处理
+    assert "Unknown dataset 'drivee'" in capsys.readouterr().err
+
+
 def test_inspect_synthetic(capsys):
     assert cli.main(["inspect", "synthetic", "--max-files", "3"]) == 0
     out = capsys.readouterr().out

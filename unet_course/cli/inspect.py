@@ -10,11 +10,13 @@ Example::
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
-from ..data import build_dataset
+from ..data import DATASETS, build_dataset
 from ..data.masks import inspect_masks
+from ..errors import DataError
 from .options import add_data_root_argument, apply_data_root, positive_int
 
 HELP = "report the raw values found in mask files"
@@ -38,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.target).expanduser()
     masks: Any = path                                          # 掩码目录或单个文件
     if not path.exists():
+        if path.suffix or "/" in args.target or os.sep in args.target:        # 看起来是路径而不是数据集名
+            raise DataError(f"{args.target!r} does not exist. inspect takes a folder or file of masks, or a data "
+                            f"set name ({', '.join(DATASETS)}).")
         masks = build_dataset(args.target, root=args.data_dir, split=args.split)
     print(inspect_masks(masks, ignore_index=args.ignore_index, max_files=args.max_files, warn=False))
     return 0
