@@ -52,6 +52,24 @@ def test_flops_match_hand_count_for_first_conv():
     assert conv_output_size(32, kernel=3, padding=1) == 32
 
 
+def test_sizes_batch_norm_cannot_train_on_are_refused_before_measuring(monkeypatch):
+    """``bench --image-size 10`` (and 16 with batch 1) ended in torch's bare ValueError from batch norm.
+    以前这些尺寸会以批归一化的 ValueError 直接崩溃
+    """
+    monkeypatch.setattr("unet_course.bench._bench_mode", _refuse_to_measure)
+    with pytest.raises(ConfigError, match=r"image_size 10 is smaller than 16 pixels"):
+        run_benchmark(base_channels=4, depth=4, image_size=10, batch_size=2, modes=("fp32",))
+    with pytest.raises(ConfigError, match=r"batch_size 1 with image_size 16 leaves one value per channel"):
+        run_benchmark(base_channels=4, depth=4, image_size=16, batch_size=1, modes=("fp32",))
+    # FLOPs are counted on two images, so a 1x1 bottom counts too; per image, as before 按每张图像计
+    one, two = count_flops(4, 4, 16), count_flops(4, 4, 32)
+    assert 3.9 < two["forward"] / one["forward"] < 4.1
+
+
+def _refuse_to_measure(*args, **kwargs):
+    raise AssertionError("the bench measured before refusing its sizes")
+
+
 def test_infer_only_and_skipped_mode():
     report = tiny(modes=("fp32", "fp16"), train=False)
     assert "train" not in report["modes"]["fp32"] and "infer" in report["modes"]["fp32"]

@@ -18,6 +18,7 @@ from unet_course.config import (
     check_scale,
     check_threshold,
     check_tile,
+    check_training_size,
     field_types,
 )
 from unet_course.errors import ConfigError
@@ -120,6 +121,22 @@ def test_a_setting_the_others_would_switch_off_is_refused(values, message):
     assert TrainConfig(rotate=10).augment is True
     TrainConfig(scheduler="cosine", warmup_epochs=2)
     TrainConfig(optimizer="sgd", momentum=0.5)
+
+
+def test_check_training_size_is_the_one_batch_norm_rule():
+    """``train --image-size 16 --batch-size 1 --depth 4`` ended in batch norm's bare ValueError in the first step.
+    以前会在第一步以批归一化的 ValueError 崩溃
+    """
+    with pytest.raises(ConfigError, match=r"batch_size 1 with image_size 16 leaves one value per channel at the "
+                                          r"bottom of a depth-4 U-Net \(16 // 2\*\*4 = 1 pixel\)"):
+        TrainConfig(image_size=16, batch_size=1, depth=4)
+    with pytest.raises(ConfigError, match=r"batch_size 1 with crop_size 24 .* crop_size 32 or more"):
+        TrainConfig(dataset="drive", crop_size=24, batch_size=1, depth=4)
+    with pytest.raises(ConfigError, match=r"crop_size 8 is smaller than 16 pixels"):
+        TrainConfig(dataset="drive", crop_size=8, depth=4)
+    assert TrainConfig(image_size=16, batch_size=2, depth=4).batch_size == 2     # two values per channel 两个值
+    assert TrainConfig(dataset="drive", crop_size=32, batch_size=1, depth=4).crop_size == 32
+    check_training_size(32, 1, 4)
 
 
 def test_every_field_has_help_and_real_types():

@@ -155,6 +155,25 @@ def check_tile(tile: Any, depth: int | None, name: str = "tile") -> tuple[int, i
     return int(sides[0]), int(sides[1])
 
 
+def check_training_size(side: int, batch_size: int, depth: int, name: str = "crop_size") -> None:
+    """The one rule for a training batch's size: each side at least ``2**depth`` (:func:`check_tile`), and more
+    than one value per channel at the U-Net's bottom, where batch norm computes its statistics in training.
+    训练批次的大小：每边至少 2**depth，且最底层每个通道多于一个值（训练时批归一化需要）
+
+    >>> check_training_size(32, 1, 4)
+    >>> check_training_size(16, 1, 4)
+    Traceback (most recent call last):
+    ...
+    unet_course.errors.ConfigError: batch_size 1 with crop_size 16 leaves one value per channel at the bottom of a depth-4 U-Net (16 // 2**4 = 1 pixel), where batch norm cannot train; use batch_size 2 or more, or crop_size 32 or more.
+    """
+    check_tile(side, depth, name)
+    bottom = int(side) // 2 ** depth
+    if batch_size * bottom * bottom <= 1:
+        raise ConfigError(f"batch_size {batch_size} with {name} {side} leaves one value per channel at the bottom of "
+                          f"a depth-{depth} U-Net ({side} // 2**{depth} = {bottom} pixel), where batch norm cannot "
+                          f"train; use batch_size 2 or more, or {name} {2 ** (depth + 1)} or more.")
+
+
 def data_seed_of(settings: Any) -> int:
     """The one rule for the seed of the data: ``data_seed`` when set, else ``seed``. 数据划分所用的种子
 
@@ -337,6 +356,10 @@ class TrainConfig:
         check_threshold(self.threshold)
         if self.predict_tile is not None:
             check_tile(self.predict_tile, self.depth, "predict_tile")
+        if self.crop_size is not None:                              # the training input's side 训练输入的边长
+            check_training_size(self.crop_size, self.batch_size, self.depth, "crop_size")
+        elif self.dataset.startswith("synthetic"):
+            check_training_size(self.image_size, self.batch_size, self.depth, "image_size")
         if self.num_workers != "auto" and (isinstance(self.num_workers, str) or self.num_workers < 0):
             raise ConfigError(f"num_workers must be 'auto' or an integer >= 0, got {self.num_workers!r}.")
 

@@ -75,7 +75,7 @@ from typing import Any
 
 import torch
 
-from ..config import check_tile
+from ..config import check_tile, check_training_size
 from ..env import cpu_info, pick_device
 from ..errors import ConfigError
 from ..model import UNet, count_parameters
@@ -185,6 +185,10 @@ def run_benchmark(base_channels: int = 64, depth: int = 4, image_size: int = 256
                  "batch_size": batch_size, "steps": steps, "predict_tile": predict_tile,
                  "predict_height": predict_size[0], "predict_width": predict_size[1]}, warmup,
                 (train, infer, predict, levers, peer_dir is not None))
+    if train or levers or peer_dir is not None:              # a training step needs batch-norm statistics 训练步骤
+        check_training_size(image_size, batch_size, depth, "image_size")
+    else:
+        check_tile(image_size, depth, "image_size")          # the model must be able to halve it depth times 可以减半
     unknown = sorted(set(lever_names or ()) - set(LEVERS))
     if unknown:
         raise ConfigError(f"Unknown bench lever(s) {unknown}; choose from: {', '.join(LEVERS)}.")

@@ -173,14 +173,16 @@ def count_flops(base_channels: int, depth: int, image_size: int, in_channels: in
 
     with torch.device("meta"):
         model = UNet(in_channels, n_classes, base_channels, depth, bilinear)
-        x = torch.empty(1, in_channels, image_size, image_size)
+        # two images, so batch norm in training mode has more than one value per channel even at a 1x1 bottom
+        # 两张图像：即使最底层为 1x1，训练模式的批归一化也有多于一个值
+        x = torch.empty(2, in_channels, image_size, image_size)
     model.train()
     with FlopCounterMode(display=False) as counter:
         model(x)
-    forward = counter.get_total_flops()
+    forward = counter.get_total_flops() / 2                   # per image 每张图像
     with FlopCounterMode(display=False) as counter:
         model(x).float().sum().backward()
-    return {"forward": forward / 1e9, "train_step": counter.get_total_flops() / 1e9}
+    return {"forward": forward / 1e9, "train_step": counter.get_total_flops() / 2 / 1e9}
 
 
 # ----------------------------------------------------------------------------------------------------------
