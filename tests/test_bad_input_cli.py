@@ -220,6 +220,18 @@ def test_predict_stopped_by_an_error_says_which_masks_it_kept(tmp_path, capsys):
     assert [p.name for p in out.iterdir()] == ["a.png"]
 
 
+def test_predict_reads_a_file_given_twice_once(tmp_path, capsys):
+    """Overlapping globs (``-i in/*.png in/x*.png``) gave the same file twice, which was refused as a name clash.
+    重叠的通配符会把同一文件给两次，以前被当作重名而拒绝
+    """
+    inputs = _images(tmp_path / "images", "x.png", "y.png")
+    out = tmp_path / "o"
+    assert cli.main(["predict", "-m", str(rgb_checkpoint(tmp_path)), "-i", str(inputs / "x.png"),
+                     str(inputs / "y.png"), str(inputs / "." / "x.png"), "-o", str(out)]) == 0
+    assert "predicting 2 input(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["x.png", "y.png"]
+
+
 def test_predict_says_when_tiling_flags_do_not_apply(tmp_path, capsys):
     """``--overlap`` / ``--blend`` / ``--tile-batch`` with whole-image prediction used to be ignored in silence.
     整图推理时设置切片参数以前会被悄悄忽略

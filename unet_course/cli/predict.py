@@ -181,7 +181,8 @@ def collect_inputs(files: Sequence[str] | None, folder: str | None) -> list[Path
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise DataError(f"Input image(s) not found: {', '.join(missing)}.")
-    return paths
+    unique = {p.resolve(): p for p in reversed(paths)}                # a file given twice (overlapping globs) once
+    return [p for p in paths if unique.get(p.resolve()) is p]         # 重复给出的文件只预测一次，保持顺序
 
 
 def plan_outputs(inputs: Sequence[Path], out_dir: Path, viz: bool = False, save_probs: bool = False) -> list[Job]:
