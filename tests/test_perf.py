@@ -158,6 +158,36 @@ def test_evaluate_reports_isbi_metrics_on_the_holdout_split(tmp_path: Path):
     assert "adapted_rand_error" not in plain["metrics"]          # 只有声明了 instance_metrics 的数据集
 
 
+def test_evaluate_holdout_of_a_model_trained_without_one_says_how_and_warns_on_changed_options(tmp_path, capsys):
+    """A held-out split asked of a model trained without one used to advise "Pass a positive n_holdout", which
+    evaluate then took from slices the model had trained on, without a word. 以前的建议会让模型在训练过的切片上评分
+    """
+    from unet_course import cli
+
+    root = _tiny_isbi(tmp_path / "isbi2012")
+    train = ["train", "--dataset", "isbi2012", "--data-dir", str(root), "--epochs", "1", "--max-steps", "1",
+             "--base-channels", "4", "--depth", "2", "--batch-size", "2", "--crop-size", "32", "--amp", "off",
+             "--device", "cpu", "--progress", "none"]
+    assert cli.main([*train, "--out-dir", str(tmp_path / "plain")]) == 0
+    checkpoint = str(tmp_path / "plain" / "best.pt")
+    capsys.readouterr()
+    assert cli.main(["evaluate", checkpoint, "--split", "holdout", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == (
+        "error: The 'holdout' split of ISBI-2012 is empty (n_val=6, n_holdout=0). Train with a positive n_holdout in "
+        "the dataset options, e.g. --dataset-options '{\"n_val\": 3, \"n_holdout\": 3}' (the 24/3/3 split), so "
+        "those slices are never trained on; evaluate reads the split from the checkpoint.\n")
+    options = ["--dataset-options", '{"n_val": 3, "n_holdout": 3}']
+    assert cli.main(["evaluate", checkpoint, "--split", "holdout", "--device", "cpu", *options]) == 0
+    assert (f'note: --dataset-options {{"n_val": 3, "n_holdout": 3}} differ from the options {checkpoint} was '
+            "trained with ({}), so the 'holdout' images may include images it was trained on.") in \
+        capsys.readouterr().err
+    assert cli.main([*train, *options, "--out-dir", str(tmp_path / "held")]) == 0    # trained with the split 有留出集
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(tmp_path / "held" / "best.pt"), "--split", "holdout", "--device", "cpu",
+                     *options]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------- dataset_options
 def test_dataset_options_reach_the_dataset_and_unknown_keys_are_listed(tmp_path: Path):
     root = _tiny_isbi(tmp_path / "isbi2012")

@@ -72,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     data_dir = args.data_dir if args.data_dir is not None else train_cfg.get("data_dir")
     kwargs = dataset_kwargs(name, args.split, train_cfg, args.dataset is None or args.dataset == train_cfg.get("dataset"))
     kwargs.update(args.dataset_options or {})                       # --dataset-options 覆盖检查点的设置
+    if note := _changed_split_note(args, train_cfg, kwargs):
+        print(note, file=sys.stderr)
     try:
         dataset = build_dataset(name, root=data_dir, split=args.split, **kwargs)
     except ConfigError as exc:
@@ -91,6 +93,19 @@ def run(args: argparse.Namespace) -> int:
         print(header, table, sep="\n", file=sys.stderr)
         print(json.dumps(to_plain(result), indent=2))
     return 0
+
+
+def _changed_split_note(args: argparse.Namespace, train_cfg: dict[str, Any], kwargs: dict[str, Any]) -> str:
+    """A note when ``--dataset-options`` change the checkpoint's own options on its own data set: the scored split
+    may then hold images the model was trained on. 覆盖训练时的数据集参数时提示：评分的图像可能参与过训练
+    """
+    same = args.dataset is None or args.dataset == train_cfg.get("dataset")
+    saved = train_cfg.get("dataset_options") or {}
+    changed = {key: value for key, value in (args.dataset_options or {}).items() if saved.get(key) != value}
+    if not same or not changed:
+        return ""
+    return (f"note: --dataset-options {json.dumps(changed)} differ from the options {args.checkpoint} was trained "
+            f"with ({json.dumps(saved)}), so the {args.split!r} images may include images it was trained on.")
 
 
 def _no_validation_split(args: argparse.Namespace, train_cfg: dict[str, Any], kwargs: dict[str, Any]) -> str:

@@ -160,9 +160,12 @@ class ISBI2012Dataset(SegmentationDataset):
                   "holdout": range(n_train + n_val, n)}
         chosen = list(ranges[split])
         if not chosen:
+            option = "n_val (or val_fraction)" if split == "val" else "n_holdout"
             raise ConfigError(
-                f"The {split!r} split of ISBI-2012 is empty (n_val={n_val}, n_holdout={n_holdout}). Pass a positive "
-                f"{'n_val / val_fraction' if split == 'val' else 'n_holdout'}."
+                f"The {split!r} split of ISBI-2012 is empty (n_val={n_val}, n_holdout={n_holdout}). Train with a "
+                f"positive {option} in the dataset options, e.g. --dataset-options '{{\"n_val\": 3, \"n_holdout\": "
+                "3}' (the 24/3/3 split), so those slices are never trained on; evaluate reads the split from the "
+                "checkpoint."
             )
         return chosen
 
