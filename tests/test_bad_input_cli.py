@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import rgb_checkpoint, toy_sample
+import torch
+from cli_helpers import rgb_checkpoint, toy_sample, write_checkpoint
 from PIL import Image
 
 from unet_course import cli
+from unet_course.model import UNet
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -230,6 +232,23 @@ def test_predict_reads_a_file_given_twice_once(tmp_path, capsys):
                      str(inputs / "y.png"), str(inputs / "." / "x.png"), "-o", str(out)]) == 0
     assert "predicting 2 input(s)" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["x.png", "y.png"]
+
+
+def test_threshold_for_a_model_of_more_than_two_classes_is_refused(tmp_path, capsys):
+    """Such a model labels by the arg-max, so ``--threshold`` used to be ignored in silence. 多类模型以前悄悄忽略阈值"""
+    torch.manual_seed(0)
+    three = write_checkpoint(tmp_path / "three.pt", UNet(3, 3, base_channels=4, depth=2), [0, 1, 2], in_channels=3)
+    inputs = _images(tmp_path / "images", "x.png")
+    out = tmp_path / "o"
+    message = ("error: --threshold applies to two-class models; this checkpoint has 3 classes, whose labels are the "
+               "most probable class. Leave --threshold out.\n")
+    assert cli.main(["predict", "-m", str(three), "-i", str(inputs / "x.png"), "-o", str(out), "--threshold",
+                     "0.3"]) == 2
+    assert capsys.readouterr().err == message and not out.exists()
+    assert cli.main(["evaluate", str(three), "--threshold", "0.3"]) == 2
+    assert capsys.readouterr().err == message
+    assert cli.main(["predict", "-m", str(rgb_checkpoint(tmp_path)), "-i", str(inputs / "x.png"), "-o", str(out),
+                     "--threshold", "0.3"]) == 0                        # two classes: used 两类模型照常使用
 
 
 def test_predict_says_when_tiling_flags_do_not_apply(tmp_path, capsys):

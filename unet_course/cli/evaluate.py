@@ -31,7 +31,7 @@ from ..errors import ConfigError
 from ..files import ensure_writable_file, to_plain, write_json
 from ..inference import INSTANCE_KEYS, evaluate_dataset, settings_from_meta
 from . import options
-from .predict import add_prediction_default_arguments, check_user_tile, prediction_options
+from .predict import add_prediction_default_arguments, check_user_settings, prediction_options
 
 HELP = "score a checkpoint on a dataset split (metrics table + JSON)"
 
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     options.apply_data_root(args)
     device = pick_device(args.device)
     model, meta = load_model(args.checkpoint, device=device)
-    check_user_tile(settings, model)
+    check_user_settings(settings, model)
     train_cfg = dict(meta.get("train_config") or {})
     name = args.dataset or train_cfg.get("dataset") or "synthetic"
     data_dir = args.data_dir if args.data_dir is not None else train_cfg.get("data_dir")

@@ -128,12 +128,18 @@ def prediction_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def check_user_tile(options: dict[str, Any], model: Any) -> None:
-    """Refuse a ``--tile`` below what the model can halve (:func:`~unet_course.config.check_tile`), naming the flag.
-    It needs the model's depth, so it runs once the checkpoint is loaded. 需要模型深度，因此在加载检查点之后检查
+def check_user_settings(options: dict[str, Any], model: Any) -> None:
+    """Refuse the flags that do not fit the loaded model: a ``--tile`` below what it can halve
+    (:func:`~unet_course.config.check_tile`), and a ``--threshold`` for a model of more than two classes, whose
+    labels are the arg-max (:func:`~unet_course.metrics.probs_to_labels`). They need the model, so they run once
+    the checkpoint is loaded. 需要模型本身的检查：切片大小与阈值（多于两类时不使用阈值），在加载检查点之后进行
     """
     if options.get("tile"):
         check_tile(options["tile"], getattr(model, "depth", None), "--tile")
+    n_classes = getattr(model, "n_classes", None)
+    if options.get("threshold") is not None and n_classes is not None and n_classes > 2:
+        raise ConfigError(f"--threshold applies to two-class models; this checkpoint has {n_classes} classes, "
+                          "whose labels are the most probable class. Leave --threshold out.")
 
 
 def describe_settings(settings: dict[str, Any]) -> str:
@@ -296,7 +302,7 @@ def run_cli(args: argparse.Namespace) -> int:
         model, meta = load_model(checkpoint, device=device)
         settings = {**settings_from_meta(meta), **options}                  # 检查点的设置，参数覆盖
         settings["tile"] = settings["tile"] or None
-        check_user_tile(options, model)
+        check_user_settings(options, model)
     print(f"predicting {len(jobs)} input(s): {describe_settings(settings)}")
     if note := unused_tiling_note(args, settings["tile"]):
         print(note, file=sys.stderr)
