@@ -95,6 +95,27 @@ def test_offline_run_records_metrics(tmp_path, monkeypatch):
     assert list((run_dir / "files" / "media").rglob("*.png"))           # 图像面板已写成 PNG
 
 
+def test_histograms_of_values_a_float32_step_apart(tmp_path, monkeypatch):
+    """Batch-norm weights after one step (1.0 ± 1e-7) made numpy raise "Too many bins for data range" inside
+    ``wandb.Histogram``, which ended ``train --wandb-mode offline`` with a traceback. 以前会让训练以 traceback 结束
+    """
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    model = torch.nn.BatchNorm2d(64)
+    with torch.no_grad():
+        model.weight.copy_(1.0 + 1e-7 * torch.arange(64))                 # float32: a few steps apart
+        model.bias.zero_()                                               # a constant 常数
+    with Tracker("offline", project="unet-course-test", run_name="h", dir=tmp_path) as tracker:
+        sent: list[dict] = []
+        monkeypatch.setattr(tracker.run, "log", lambda data, step=None: sent.append(dict(data)))
+        tracker.log_histograms(model, step=1)
+    weights, bias = sent[0]["weights/weight"], sent[0]["weights/bias"]
+    assert sum(weights.histogram) == 64 and len(weights.histogram) == 64
+    assert weights.bins[0] <= 1.0 and weights.bins[-1] >= 1.0 + 63e-7    # the values' own range 取值本身的范围
+    assert sum(bias.histogram) == 64 and bias.bins[0] == -0.5 and bias.bins[-1] == 0.5
+
+
 def test_fit_logs_to_offline_run_and_stores_run_id(tmp_path, monkeypatch):
     """``fit`` with wandb_mode="offline": metrics.jsonl beside the checkpoints, run id in the checkpoint.
     fit 的离线记录：metrics.jsonl 与检查点同目录，检查点中保存运行 id

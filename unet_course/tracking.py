@@ -99,6 +99,21 @@ def _to_uint8_image(image: torch.Tensor, mean: Sequence[float] | None, std: Sequ
     return (img[:3].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # (H, W, 3)
 
 
+def _histogram(wandb: Any, values: torch.Tensor, bins: int = 64) -> Any:
+    """A ``wandb.Histogram`` of finite values, counted in float64. 以 float64 统计的直方图
+
+    Counted in float32 (as ``wandb.Histogram(array)`` does), values that all lie within a few float32 steps
+    (batch-norm weights after one step: 1.0 ± 1e-7) cannot be cut into 64 distinct bins and numpy raises, which
+    stopped training at the end of the epoch. In float64 they can; a range below a billionth of the values' size
+    is widened to one unit, as numpy does for a constant. 以 float32 统计时极窄的取值范围会让 numpy 报错并中断训练
+    """
+    v = values.numpy().ravel()                                            # float64
+    lo, hi = float(v.min()), float(v.max())
+    if not hi - lo > 1e-9 * max(1.0, abs(lo), abs(hi)):                 # (near-)constant 近乎常数
+        lo, hi = lo - 0.5, hi + 0.5
+    return wandb.Histogram(np_histogram=np.histogram(v, bins=bins, range=(lo, hi)))
+
+
 class Tracker:
     """A wandb run that can be switched off, and that always finishes.
     可关闭、并且总会正常结束的 wandb 运行
@@ -274,13 +289,13 @@ class Tracker:
         data: dict[str, Any] = {}
         for name, param in list(model.named_parameters())[:max_tensors]:
             name = name.removeprefix("module.")
-            values = param.detach().float().cpu()
+            values = param.detach().double().cpu()
             if torch.isfinite(values).all():
-                data[f"weights/{name}"] = wandb.Histogram(values.numpy())
+                data[f"weights/{name}"] = _histogram(wandb, values)
             if param.grad is not None:
-                grad = param.grad.detach().float().cpu()
+                grad = param.grad.detach().double().cpu()
                 if torch.isfinite(grad).all():
-                    data[f"gradients/{name}"] = wandb.Histogram(grad.numpy())
+                    data[f"gradients/{name}"] = _histogram(wandb, grad)
         if data:
             self.run.log(data, step=step)
 
