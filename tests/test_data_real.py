@@ -9,7 +9,7 @@ import torch
 from unet_course.config import TrainConfig
 from unet_course.data import DRIVEDataset, ISBI2012Dataset, build_dataset, build_loaders, inspect_masks
 from unet_course.data.drive import DRIVE_SIZE
-from unet_course.errors import ConfigError
+from unet_course.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +96,23 @@ def test_drive_batch_larger_than_train_set(drive_root):
     cfg = TrainConfig(dataset="drive", data_dir=str(drive_root), batch_size=17, num_workers=0)
     with pytest.raises(ConfigError, match="17.*16|16.*17"):
         build_loaders(cfg)
+
+
+def test_drive_missing_fov_mask_names_the_file_and_the_cli_option(drive_root, tmp_path):
+    """A copy of DRIVE (links to the shared files) without one FOV mask. 缺少一个视野掩码的 DRIVE 副本（链接）"""
+    copy = tmp_path / "DRIVE"
+    for folder in ("images", "1st_manual", "mask"):
+        (copy / "training" / folder).mkdir(parents=True)
+        for path in sorted((drive_root / "training" / folder).iterdir())[:3]:
+            if path.name != "21_training_mask.gif":
+                (copy / "training" / folder / path.name).symlink_to(path)
+    with pytest.raises(DataError) as info:
+        DRIVEDataset(copy, split="all")
+    assert str(info.value) == (
+        f"DRIVE image '21_training.tif' has no field-of-view mask: expected "
+        f"{str(copy / 'training' / 'mask' / '21_training_mask.gif')!r}. Restore it, or score every pixel with "
+        "--dataset-options '{\"use_fov\": false}' (use_fov=False in Python).")
+    assert len(DRIVEDataset(copy, split="all", use_fov=False)) == 3          # the option the message names 消息中的选项
 
 
 def test_isbi_volume_and_mapping(isbi_root):

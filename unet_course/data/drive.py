@@ -94,8 +94,8 @@ def _load_part(folder: str, part: str, with_fov: bool) -> tuple:
             fp = base / "mask" / f"{stem}_mask.gif"
             if not fp.is_file():
                 raise DataError(
-                    f"DRIVE image {p.name!r} has no field-of-view mask: expected {str(fp)!r}. Restore it, or build "
-                    "the data set with use_fov=False to score every pixel."
+                    f"DRIVE image {p.name!r} has no field-of-view mask: expected {str(fp)!r}. Restore it, or score "
+                    "every pixel with --dataset-options '{\"use_fov\": false}' (use_fov=False in Python)."
                 )
             fovs.append(read_mask(fp) > 0)
         for extra, label in ((manuals[-1] if has_manual else None, "label"), (fovs[-1] if with_fov else None, "FOV")):
