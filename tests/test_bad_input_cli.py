@@ -251,6 +251,16 @@ def test_threshold_for_a_model_of_more_than_two_classes_is_refused(tmp_path, cap
                      "--threshold", "0.3"]) == 0                        # two classes: used 两类模型照常使用
 
 
+def test_the_package_warnings_show_as_one_line_at_the_command_line(tmp_path, capsys):
+    """Auto-tiling's warning came with the file, line and source line of the call. 以前带有文件名、行号与源代码行"""
+    inputs = _images(tmp_path / "images", "x.png")
+    assert cli.main(["predict", "-m", str(rgb_checkpoint(tmp_path)), "-i", str(inputs / "x.png"), "-o",
+                     str(tmp_path / "o"), "--max-memory-mb", "0.001"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: A whole 24x20 image needs about ") and "UserWarning" not in err
+    assert len(err.splitlines()) == 1
+
+
 def test_predict_says_when_tiling_flags_do_not_apply(tmp_path, capsys):
     """``--overlap`` / ``--blend`` / ``--tile-batch`` with whole-image prediction used to be ignored in silence.
     整图推理时设置切片参数以前会被悄悄忽略

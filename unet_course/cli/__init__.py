@@ -21,13 +21,19 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from .. import __version__
 from ..errors import UNetCourseError
 from ..training import setup_logging
 from . import bench, course, cv, evaluate, inspect, predict, train
 from .options import available_recipes, config_from_args, load_recipe
+
+#: The package folder: warnings raised in it are shown as one line. 包目录
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+_python_show_warning = warnings.showwarning
 
 #: The sub-commands in the order ``--help`` lists them. 子命令（按帮助中的顺序）
 COMMANDS = {"train": train, "cv": cv, "evaluate": evaluate, "predict": predict, "bench": bench,
@@ -74,6 +80,16 @@ def _prefer_passive_openmp() -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Show the package's own warnings as one ``warning: <message>`` line (they are written for the user);
+    others (torch, wandb, ...) as Python shows them. 本包的警告只显示一行消息，其他库的警告保持原样
+    """
+    if Path(filename).resolve().is_relative_to(PACKAGE_DIR):
+        print(f"warning: {message}", file=file or sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``unet-course`` and ``python -m unet_course``. 命令行入口
 
@@ -83,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    warnings.showwarning = _show_warning
     _prefer_passive_openmp()
     try:
         return int(args.func(args) or 0)
