@@ -123,6 +123,23 @@ def test_a_setting_the_others_would_switch_off_is_refused(values, message):
     TrainConfig(optimizer="sgd", momentum=0.5)
 
 
+@pytest.mark.parametrize("values, message", [
+    ({"save_every": 0}, "save_every must be >= 1, got 0."),                  # was ZeroDivisionError 以前除以零
+    ({"max_steps": 0}, "max_steps must be >= 1, got 0."),                    # was a silent run without best.pt
+    ({"samples_per_epoch": 0}, "samples_per_epoch must be >= 1, got 0."),
+    ({"n_classes": 0}, "n_classes must be >= 1, got 0."),                    # was read as "unset" 以前被当作未设置
+    ({"plateau_patience": -1}, "plateau_patience must be >= 0, got -1."),
+    ({"scheduler": "cosine", "warmup_epochs": -1}, "warmup_epochs must be >= 0, got -1."),
+    ({"plateau_factor": 2.0}, r"plateau_factor must be in \(0, 1\), got 2.0."),   # was torch's bare ValueError
+    ({"weight_decay": -1.0}, "weight_decay must be >= 0, got -1.0."),
+    ({"optimizer": "sgd", "momentum": -1.0}, r"momentum must be in \[0, 1\), got -1.0."),
+    ({"grad_clip": -1.0}, r"grad_clip must be > 0 \(or None: no clipping\), got -1.0."),  # would flip gradients
+])
+def test_out_of_range_settings_name_the_field(values, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**values)
+
+
 def test_check_training_size_is_the_one_batch_norm_rule():
     """``train --image-size 16 --batch-size 1 --depth 4`` ended in batch norm's bare ValueError in the first step.
     以前会在第一步以批归一化的 ValueError 崩溃

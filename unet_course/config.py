@@ -331,16 +331,24 @@ class TrainConfig:
                               f"leave momentum at its default ({default_momentum:g}).")
 
     def _check_ranges(self) -> None:
-        positive = ["epochs", "batch_size", "base_channels", "depth", "image_size", "train_samples", "val_samples"]
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}.")
+        least = {"epochs": 1, "batch_size": 1, "base_channels": 1, "depth": 1, "image_size": 1, "train_samples": 1,
+                 "val_samples": 1, "save_every": 1, "samples_per_epoch": 1, "max_steps": 1, "in_channels": 1,
+                 "n_classes": 1, "plateau_patience": 0, "warmup_epochs": 0}
+        for name, low in least.items():                             # None: unset, decided later 未设置
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ConfigError(f"{name} must be >= {low}, got {value!r}.")
+        for name, ok, rule in (("lr", self.lr > 0, "> 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                               ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+                               ("plateau_factor", 0 < self.plateau_factor < 1, "in (0, 1)"),
+                               # a negative norm would flip the gradients 负的范数会让梯度反向
+                               ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "> 0 (or None: no clipping)")):
+            if not ok:
+                raise ConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}.")
         for name in ("seed", "data_seed"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"{name} must be a whole number >= 0, got {value!r}.")
-        if not (self.lr > 0):
-            raise ConfigError(f"lr must be > 0, got {self.lr!r}.")
         if self.folds and not (self.folds >= 2 and 0 <= self.fold < self.folds):
             raise ConfigError(f"folds={self.folds}, fold={self.fold}: use folds >= 2 and 0 <= fold < folds "
                               "(or folds=0 for a plain val_fraction split).")
