@@ -147,6 +147,20 @@ def test_cv_refuses_finished_folds_trained_with_other_settings(tmp_path: Path, c
     assert (out / "fold_0" / "last.pt").stat().st_mtime_ns == stamp     # nothing was trained again 没有重新训练
 
 
+def test_cv_refuses_the_train_flags_it_cannot_use(tmp_path: Path, capsys) -> None:
+    """``cv --fold 1`` trained every fold anyway, in silence; ``cv --resume`` gave train's resume advice.
+    cv --fold 以前被悄悄忽略；cv --resume 给出的是 train 的续训建议
+    """
+    out = tmp_path / "cv"
+    assert main(_tiny_cv(tmp_path / "data", out, "--fold", "1")) == 2
+    assert capsys.readouterr().err == ("error: cv trains every fold in turn, so --fold is not used; train one fold "
+                                       "with `unet-course train --folds K --fold I`.\n")
+    assert main(_tiny_cv(tmp_path / "data", out, "--resume", "last")) == 2
+    assert capsys.readouterr().err == ("error: cv has no --resume: it reuses every finished fold in its --out-dir, "
+                                       "so run the same command again to continue.\n")
+    assert not out.exists()
+
+
 def test_cv_scores_each_fold_with_the_dataset_options_it_trained_with(tmp_path: Path) -> None:
     """Masks named ``*_seg.png``: training and the fold's scoring both take ``mask_suffix`` from the options.
     掩码后缀由 dataset_options 给出时，训练与评分都使用它"""

@@ -147,6 +147,13 @@ def summarise(folds: list[dict[str, Any]], thresholds: list[float]) -> dict[str,
 
 def run(args: argparse.Namespace) -> int:
     """Run every fold, write ``<out-dir>/cv.json`` and print the table. 运行所有折并输出结果"""
+    given = vars(args)                                                 # only the flags typed (defaults suppressed)
+    if "fold" in given:
+        raise ConfigError("cv trains every fold in turn, so --fold is not used; train one fold with "
+                          "`unet-course train --folds K --fold I`.")
+    if "resume" in given:
+        raise ConfigError("cv has no --resume: it reuses every finished fold in its --out-dir, so run the same "
+                          "command again to continue.")
     apply_data_root(args)
     base = config_from_args(args)
     if base.folds < 2:
