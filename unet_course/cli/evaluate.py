@@ -113,7 +113,8 @@ def _no_validation_split(args: argparse.Namespace, train_cfg: dict[str, Any], kw
     model is), which has no validation split; empty for any other refused split.
     用全部图像训练（val_fraction=0）的模型没有验证集时的说明；其他情况为空
     """
-    if args.split != "val" or kwargs.get("val_fraction") != 0 or train_cfg.get("val_fraction") != 0:
+    same = args.dataset is None or args.dataset == train_cfg.get("dataset")
+    if not same or args.split != "val" or kwargs.get("val_fraction") != 0 or train_cfg.get("val_fraction") != 0:
         return ""
     return (f"{args.checkpoint} was trained with --val-fraction 0, on every training image, so it has no "
             "validation split to score. Score those images with --split train (an optimistic figure: the model "
