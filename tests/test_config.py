@@ -15,14 +15,11 @@ from unet_course.config import (
     AMP_MODES,
     OPTIMIZERS,
     TrainConfig,
-    check_scale,
-    check_threshold,
-    check_tile,
-    check_training_size,
     field_types,
 )
 from unet_course.errors import ConfigError
 from unet_course.metrics import probs_to_labels
+from unet_course.rules import check_scale, check_threshold, check_tile, check_training_size
 
 
 @pytest.mark.parametrize("values,field,expected", [

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import check_threshold
 from .errors import ConfigError, DataError
+from .rules import check_threshold
 
 MODES = ("multiclass", "binary")
 

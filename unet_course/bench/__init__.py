@@ -75,11 +75,11 @@ from typing import Any
 
 import torch
 
-from ..config import check_tile, check_training_size
 from ..env import cpu_info, pick_device
 from ..errors import ConfigError
 from ..model import UNet, count_parameters
 from ..precision import amp_policy, cpu_has_fast_bf16
+from ..rules import check_tile, check_training_size
 from .ceiling import against_peak, convolutions_alone, matmul_peak
 from .levers import LEVERS, bench_levers, lean_loss
 from .modes import CPU_MODES_NO_BF16, DEFAULT_MODES, _bench_mode, count_flops, default_mode, parse_mode

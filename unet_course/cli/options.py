@@ -31,14 +31,13 @@ from ..config import (
     AMP_MODES,
     BLEND_MODES,
     TrainConfig,
-    check_scale,
-    check_threshold,
     field_types,
     type_members,
 )
 from ..env import default_out_dir
 from ..errors import ConfigError
 from ..inference import check_overlap
+from ..rules import check_scale, check_threshold
 from ..training import resolve_resume
 
 #: Keys of a recipe/config JSON that are notes, not fields. 配方 JSON 中作为说明、不是字段的键
@@ -179,7 +178,7 @@ def inference_options(args: argparse.Namespace) -> dict[str, Any]:
 
     ``scale`` and ``threshold`` are left out when not given, so the checkpoint's values apply. ``--scale``,
     ``--threshold`` and ``--overlap`` are checked here, before any work, by their one rule each
-    (:func:`~unet_course.config.check_scale`, :func:`~unet_course.config.check_threshold`,
+    (:func:`~unet_course.rules.check_scale`, :func:`~unet_course.rules.check_threshold`,
     :func:`~unet_course.inference.check_overlap`); ``--overlap`` even when no tiles are used, so a wrong value
     is never silently ignored.
     未给出 scale 与 threshold 时不传，使用检查点中的值；三个参数都在开始工作前检查

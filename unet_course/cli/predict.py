@@ -45,7 +45,6 @@ import tifffile
 from PIL import Image
 
 from ..checkpoint import load_model
-from ..config import check_tile
 from ..data.io import IMAGE_EXTENSIONS, page_count, read_image, read_stack
 from ..env import default_out_dir, pick_device
 from ..errors import CheckpointError, ConfigError, DataError, OutputError, UNetCourseError
@@ -58,6 +57,7 @@ from ..inference import (
     predict_image,
     settings_from_meta,
 )
+from ..rules import check_tile
 from ..viz import overlay
 from .options import add_inference_arguments, inference_options, unused_tiling_note
 
@@ -130,7 +130,7 @@ def prediction_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def check_user_settings(options: dict[str, Any], model: Any) -> None:
     """Refuse the flags that do not fit the loaded model: a ``--tile`` below what it can halve
-    (:func:`~unet_course.config.check_tile`), and a ``--threshold`` for a model of more than two classes, whose
+    (:func:`~unet_course.rules.check_tile`), and a ``--threshold`` for a model of more than two classes, whose
     labels are the arg-max (:func:`~unet_course.metrics.probs_to_labels`). They need the model, so they run once
     the checkpoint is loaded. 需要模型本身的检查：切片大小与阈值（多于两类时不使用阈值），在加载检查点之后进行
     """

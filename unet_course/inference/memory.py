@@ -31,8 +31,8 @@ from typing import Any
 
 from torch import nn
 
-from ..config import is_number
 from ..errors import ConfigError
+from ..rules import is_number
 
 #: Largest estimated activation memory of one whole-image forward pass before tiling kicks in. 整图推理的内存上限
 DEFAULT_MEMORY_CAP_MB = 2048.0

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import TrainConfig, check_scale, check_tile
+from ..config import TrainConfig
 from ..data.enhance import enhance_image
 from ..data.io import match_channels, read_image
 from ..data.masks import indices_to_values
@@ -35,6 +35,7 @@ from ..data.transforms import preprocess_image
 from ..errors import CheckpointError, DataError
 from ..metrics import logits_to_probs, probs_to_labels
 from ..precision import AmpPolicy, as_policy, autocast, nhwc_for_inference
+from ..rules import check_scale, check_tile
 from .memory import DEFAULT_MEMORY_CAP_MB, auto_tile, plan_whole_image, say_once
 from .tiling import model_device, sliding_window_inference
 

@@ -31,9 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import BLEND_MODES, is_number
+from ..config import BLEND_MODES
 from ..errors import ConfigError
 from ..precision import AmpPolicy, as_policy, autocast, nhwc_for_inference
+from ..rules import is_number
 
 
 def pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
