@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     train_cfg = dict(meta.get("train_config") or {})
     name = args.dataset or train_cfg.get("dataset") or "synthetic"
     data_dir = args.data_dir if args.data_dir is not None else train_cfg.get("data_dir")
-    kwargs = dataset_kwargs(name, args.split, train_cfg, args.dataset is None or args.dataset == train_cfg.get("dataset"))
+    kwargs = dataset_kwargs(name, args.split, train_cfg, _own_dataset(args, train_cfg))
     kwargs.update(args.dataset_options or {})                       # --dataset-options 覆盖检查点的设置
     if note := _changed_split_note(args, train_cfg, kwargs):
         print(note, file=sys.stderr)
@@ -95,14 +95,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _own_dataset(args: argparse.Namespace, train_cfg: dict[str, Any]) -> bool:
+    """Whether the data set scored is the one the checkpoint was trained on. 是否在训练所用的数据集上评分"""
+    return args.dataset is None or args.dataset == train_cfg.get("dataset")
+
+
 def _changed_split_note(args: argparse.Namespace, train_cfg: dict[str, Any], kwargs: dict[str, Any]) -> str:
     """A note when ``--dataset-options`` change the checkpoint's own options on its own data set: the scored split
     may then hold images the model was trained on. 覆盖训练时的数据集参数时提示：评分的图像可能参与过训练
     """
-    same = args.dataset is None or args.dataset == train_cfg.get("dataset")
     saved = train_cfg.get("dataset_options") or {}
     changed = {key: value for key, value in (args.dataset_options or {}).items() if saved.get(key) != value}
-    if not same or not changed:
+    if not _own_dataset(args, train_cfg) or not changed:
         return ""
     return (f"note: --dataset-options {json.dumps(changed)} differ from the options {args.checkpoint} was trained "
             f"with ({json.dumps(saved)}), so the {args.split!r} images may include images it was trained on.")
@@ -113,8 +117,7 @@ def _no_validation_split(args: argparse.Namespace, train_cfg: dict[str, Any], kw
     model is), which has no validation split; empty for any other refused split.
     用全部图像训练（val_fraction=0）的模型没有验证集时的说明；其他情况为空
     """
-    same = args.dataset is None or args.dataset == train_cfg.get("dataset")
-    if not same or args.split != "val" or kwargs.get("val_fraction") != 0 or train_cfg.get("val_fraction") != 0:
+    if not _own_dataset(args, train_cfg) or args.split != "val" or kwargs.get("val_fraction") != 0 or train_cfg.get("val_fraction") != 0:
         return ""
     return (f"{args.checkpoint} was trained with --val-fraction 0, on every training image, so it has no "
             "validation split to score. Score those images with --split train (an optimistic figure: the model "
