@@ -180,17 +180,31 @@ def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
         time.sleep(0.05)
 
 
-def test_sigterm_keeps_the_last_checkpoint_and_names_the_resume_command(tmp_path):
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)                 # a shell's background job may ignore SIGINT 后台任务
+
+
+@pytest.mark.parametrize(("signum", "how", "workers"), [(signal.SIGTERM, "SIGTERM", "0"),
+                                                        (signal.SIGTERM, "SIGTERM", "2"),
+                                                        (signal.SIGINT, "Ctrl-C (SIGINT)", "2")])
+def test_stop_signal_keeps_the_last_checkpoint_and_names_the_resume_command(tmp_path, signum, how, workers):
+    """The signal goes to the whole process group, as Ctrl-C and schedulers send it. With DataLoader workers a
+    worker killed by it used to add PyTorch's "DataLoader worker ... is killed by signal" tracebacks after the
+    message, and Ctrl-C gave a general line instead of the checkpoint kept.
+    信号发给整个进程组（与 Ctrl-C 和作业调度器相同）；以前有数据加载进程时消息后会出现 PyTorch 的回溯
+    """
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "unet_course", "train", *FLAGS, "--epochs", "500", "--out-dir", str(out)]
+    cmd = [sys.executable, "-m", "unet_course", "train", *FLAGS, "--num-workers", workers, "--train-samples", "64",
+           "--epochs", "500", "--out-dir", str(out)]                 # the later flags win 后给出的参数优先
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, start_new_session=True, preexec_fn=_default_sigint)
     _wait_for(out / "history.json", proc)                        # 第 1 轮的文件已写完
-    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)                                              # in the middle of an epoch, workers running 轮中
+    os.killpg(proc.pid, signum)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 143, stderr[-3000:]
+    assert proc.returncode == 128 + signum, stderr[-3000:]
     lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: Training was stopped by SIGTERM after epoch ")
+    assert len(lines) == 1 and lines[0].startswith(f"error: Training was stopped by {how} after epoch "), lines
     epoch = int(lines[0].split("after epoch ")[1].split(";")[0])
     assert f"the last complete checkpoint {str(out / 'last.pt')!r} (epoch {epoch}) is kept" in lines[0]
     assert lines[0].endswith(f"Continue with: unet-course train --resume {out / 'last.pt'}")

@@ -130,14 +130,22 @@ def test_wrong_arguments_are_argparse_errors(capsys):
         cli.main(["train", "--epochs", "many"])
 
 
-def test_keyboard_interrupt_message(monkeypatch, capsys):
-    def interrupted(cfg, **kwargs):
+def test_keyboard_interrupt_message_fits_the_command(monkeypatch, capsys, tmp_path):
+    """Every command used to answer Ctrl-C with train's resume advice. 以前每个命令被中断时都给出训练的续训建议"""
+    def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("unet_course.cli.train.fit", interrupted)
+    monkeypatch.setattr("unet_course.cli.train.fit", interrupted)        # Ctrl-C during set-up 准备阶段被中断
     assert cli.main(["train", *TINY]) == 130
     err = capsys.readouterr().err
-    assert "last.pt" in err and "--resume last" in err
+    assert "interrupted outside the epochs" in err and "--resume last" in err
+    monkeypatch.setattr("unet_course.cli.evaluate.load_model", interrupted)
+    assert cli.main(["evaluate", str(tmp_path / "model.pt")]) == 130
+    err = capsys.readouterr().err
+    assert err == "\ninterrupted: nothing was written (-o/--output is written only when scoring ends).\n"
+    monkeypatch.setattr("unet_course.cli.course.run_course", interrupted)
+    assert cli.main(["course", "--out-dir", str(tmp_path / "course")]) == 130
+    assert "the notebooks already run are saved in the run folder" in capsys.readouterr().err
 
 
 def test_inspect_names_a_missing_path_as_a_path(tmp_path, capsys):

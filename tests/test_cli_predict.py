@@ -190,3 +190,31 @@ def test_unet_course_predict_subcommand_reports_errors_without_traceback(
                  "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "rgb.png" in err and "expects 1" in err and "Traceback" not in err
+
+
+def test_ctrl_c_says_how_many_masks_are_complete(tmp_path: Path, rgb_checkpoint: Path, monkeypatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C used to print train's resume advice ("last.pt is kept ... train --resume last") for any command.
+    以前任何命令被 Ctrl-C 中断时都会给出训练的续训建议
+    """
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(4):
+        Image.fromarray(toy_sample(24, 28, seed=i)[0]).save(inputs / f"{i}.png")
+    import unet_course.cli.predict as predict_module
+
+    real, calls = predict_module._predict_single, []
+
+    def interrupted_at_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "_predict_single", interrupted_at_the_third)
+    out = tmp_path / "out"
+    assert main(["predict", "-m", str(rgb_checkpoint), "--input-dir", str(inputs), "-o", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png"]
+    assert f"interrupted: 2 of 4 input(s) have their mask in {str(out)!r}, each file complete" in err
+    assert "--resume" not in err and "Traceback" not in err

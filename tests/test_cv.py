@@ -172,3 +172,41 @@ def test_cv_scores_each_fold_with_the_dataset_options_it_trained_with(tmp_path: 
     cfg = TrainConfig(dataset="folder", data_dir=str(root), folds=2, fold=1, dataset_options={"mask_suffix": "_seg"})
     _, val_loader, _ = build_loaders(cfg.replace(crop_size=16, batch_size=2, num_workers=0))
     assert _fold_dataset(cfg).names == val_loader.dataset.names       # the images it validated on
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_cv_stopped_in_a_fold_says_what_is_kept_and_the_rerun_continues(tmp_path: Path, monkeypatch, capsys,
+                                                                       stop: str) -> None:
+    """A SIGTERM in a fold printed train's advice (``train --resume fold_1/last.pt``), which a later ``cv`` would
+    not use, and exited 2; Ctrl-C said the same. 以前 cv 被停止时给出 train 的续训建议，而 cv 重跑并不会用它
+    """
+    import signal
+
+    import unet_course.cli.cv as cv_module
+    from unet_course.training import TrainingStopped
+
+    real_fit, calls = cv_module.fit, []
+
+    def stopped_in_fold_1(cfg, **kwargs):
+        calls.append(cfg.fold)
+        if cfg.fold == 1:
+            if stop == "ctrl-c":
+                raise KeyboardInterrupt
+            raise TrainingStopped("Training was stopped by SIGTERM ...", signal.SIGTERM)
+        return real_fit(cfg, **kwargs)
+
+    root = _folder(tmp_path / "data")
+    out = tmp_path / "cv"
+    monkeypatch.setattr(cv_module, "fit", stopped_in_fold_1)
+    assert main(_tiny_cv(root, out)) == (130 if stop == "ctrl-c" else 143)
+    how = "Ctrl-C (SIGINT)" if stop == "ctrl-c" else "SIGTERM"
+    assert capsys.readouterr().err == (
+        f"error: cv was stopped by {how} in fold 1. Fold 0 is finished and kept (fold.json in each fold_* folder of "
+        f"{str(out)!r}). Run the same cv command again: it reuses them and trains fold 1 from its start, then the "
+        "rest.\n")
+    assert (out / "fold_0" / "fold.json").is_file() and not (out / "cv.json").exists()
+    monkeypatch.setattr(cv_module, "fit", real_fit)
+    calls.clear()
+    stamp = (out / "fold_0" / "last.pt").stat().st_mtime_ns
+    assert main(_tiny_cv(root, out)) == 0                                  # as the message says 按消息重跑
+    assert (out / "fold_0" / "last.pt").stat().st_mtime_ns == stamp and (out / "cv.json").is_file()

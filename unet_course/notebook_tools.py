@@ -107,9 +107,10 @@ def execute_headless(notebook: str | Path, output: str | Path, parameters: dict[
             str(notebook), str(output), parameters=dict(parameters or {}), kernel_name=kernel_name,
             cwd=None if cwd is None else str(cwd), progress_bar=False, log_output=False,
             execution_timeout=CELL_TIMEOUT_S,
-            # the kernel's own start-up log (a transport warning on every start) is not the notebook's output
-            # 内核启动日志（每次启动的传输警告）不属于 notebook 的输出
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            # the kernel's own log (a transport warning on every start, a closed-socket error when Ctrl-C stops
+            # the run mid-cell) is not the notebook's output; cell errors still reach papermill as messages
+            # 内核自身的日志（启动时的传输警告、Ctrl-C 中断时的套接字错误）不属于 notebook 的输出
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
     finally:
         if old is None:

@@ -106,9 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UNetCourseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: the last completed checkpoint (last.pt) is kept; continue with "
-              "`unet-course train --resume last` (add the same --out-dir if you changed it).", file=sys.stderr)
+    except KeyboardInterrupt:                      # each command says what its Ctrl-C leaves behind 各命令说明中断后的状态
+        print(f"\n{getattr(COMMANDS[args.command], 'INTERRUPTED', 'interrupted.')}", file=sys.stderr)
         return 130
 
 

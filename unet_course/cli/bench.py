@@ -26,6 +26,9 @@ from .options import DEVICE_HELP, positive_int
 
 HELP = "measure training/inference throughput and memory (JSON)"
 
+#: What Ctrl-C says. 中断时的消息
+INTERRUPTED = "interrupted: no report was written (the JSON is printed and written when every section has run)."
+
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``unet-course bench`` flags to ``parser``. 为 bench 子命令添加参数"""

@@ -26,6 +26,11 @@ from ..notebook_tools import format_summary, run_course
 
 HELP = "run the five course notebooks with papermill (synthetic data by default)"
 
+#: What Ctrl-C says. 中断时的消息
+INTERRUPTED = ("interrupted: the notebooks already run are saved in the run folder (--out-dir; by default the newest "
+               "runs/course-<time>), the interrupted one up to the cell that was running. Run the same command "
+               "again to execute them all.")
+
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``course`` flags. 添加 course 参数"""

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,11 +33,14 @@ from ..env import default_out_dir
 from ..errors import ConfigError
 from ..files import ensure_writable_dir, write_json
 from ..inference.calibration import DEFAULT_THRESHOLDS, score_thresholds
-from ..training import fit
+from ..training import TrainingStopped, fit, signal_name
 from . import train
 from .options import apply_data_root, config_from_args
 
 HELP = "k-fold cross-validation of a recipe (mean ± sd of F1 over folds)"
+
+#: What Ctrl-C says before the folds begin. 开始训练各折之前被中断时的消息
+INTERRUPTED = "interrupted before the first fold began; nothing was trained. Run the same command again."
 
 
 def _thresholds(text: str) -> list[float]:
@@ -145,8 +150,27 @@ def summarise(folds: list[dict[str, Any]], thresholds: list[float]) -> dict[str,
             "train_seconds_mean": statistics.fmean(f["train_seconds"] for f in folds), "folds": folds}
 
 
+def stopped_message(fold: int, root: Path, signum: int) -> str:
+    """What ``cv`` says when a signal stops it in fold ``fold``: what is kept and how to continue.
+    cv 在某一折被信号停止时的消息：保留了什么、如何继续
+
+    >>> print(stopped_message(2, Path("runs/cv"), signal.SIGTERM))  # doctest: +NORMALIZE_WHITESPACE
+    cv was stopped by SIGTERM in fold 2. Folds 0-1 are finished and kept (fold.json in each fold_* folder of
+    'runs/cv'). Run the same cv command again: it reuses them and trains fold 2 from its start, then the rest.
+    """
+    kept = (f"Folds 0-{fold - 1} are finished and kept" if fold > 1 else
+            "Fold 0 is finished and kept" if fold == 1 else "No fold had finished yet")
+    return (f"cv was stopped by {signal_name(signum)} in fold {fold}. {kept} (fold.json in each fold_* folder of "
+            f"{str(root)!r}). Run the same cv command again: it reuses {'them' if fold else 'none'} and trains "
+            f"fold {fold} from its start, then the rest.")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run every fold, write ``<out-dir>/cv.json`` and print the table. 运行所有折并输出结果"""
+    """Run every fold, write ``<out-dir>/cv.json`` and print the table. 运行所有折并输出结果
+
+    Returns:
+        0; 128 + the signal number when SIGTERM or Ctrl-C stopped it (one ``error:`` line says what is kept).
+    """
     given = vars(args)                                                 # only the flags typed (defaults suppressed)
     if "fold" in given:
         raise ConfigError("cv trains every fold in turn, so --fold is not used; train one fold with "
@@ -164,7 +188,12 @@ def run(args: argparse.Namespace) -> int:
         check_finished_fold(cfg)
     folds = []
     for k, cfg in enumerate(configs):
-        folds.append(run_fold(cfg, args.thresholds))
+        try:
+            folds.append(run_fold(cfg, args.thresholds))
+        except (TrainingStopped, KeyboardInterrupt) as exc:            # SIGTERM 或 Ctrl-C：说明如何继续
+            signum = exc.signum if isinstance(exc, TrainingStopped) else signal.SIGINT
+            print(f"error: {stopped_message(k, root, signum)}", file=sys.stderr)
+            return 128 + signum
         print(f"fold {k}: F1 {folds[-1]['f1_at_recipe_threshold']:.4f} at threshold {base.threshold} "
               f"(best {folds[-1]['best_f1']:.4f} at {folds[-1]['best_threshold']})", flush=True)
     summary = summarise(folds, args.thresholds)

@@ -35,6 +35,9 @@ from .predict import add_prediction_default_arguments, check_user_settings, pred
 
 HELP = "score a checkpoint on a dataset split (metrics table + JSON)"
 
+#: What Ctrl-C says. 中断时的消息
+INTERRUPTED = "interrupted: nothing was written (-o/--output is written only when scoring ends)."
+
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``evaluate`` flags (dataset, split, output, and the shared inference flags). 添加 evaluate 参数"""

@@ -312,27 +312,33 @@ def run_cli(args: argparse.Namespace) -> int:
         return predict_image(model, image, name=f"{label} (model {checkpoint})", device=device, **settings)
 
     written, unreadable = 0, []
-    for job in jobs:
-        start = time.perf_counter()
-        try:
-            pixels = read_stack(job.path) if job.pages > 1 else read_image(job.path)
-        except DataError as exc:                                           # 损坏的文件：跳过，继续其他输入
-            print(f"skipped {job.path}: {exc}", file=sys.stderr)
-            unreadable.append(str(job.path))
-            continue
-        try:
-            if job.pages > 1:
-                shape = _predict_stack(job, np.asarray(pixels), predict)
-            else:
-                shape = _predict_single(job, pixels, predict, fov_paths.get(job.path),
-                                        int(settings["mask_values"][0]))
-        except UNetCourseError as exc:                                     # 其他错误：停止，并说明已写出的掩码
-            if written:
-                exc.args = (f"{exc} ({written} of {len(jobs)} input(s) were predicted into {str(out_dir)!r} before "
-                            "this one; their masks are kept.)",)
-            raise
-        written += 1
-        print(f"{job.path.name} -> {job.outputs['mask']} ({shape}, {time.perf_counter() - start:.1f} s)")
+    try:
+        for job in jobs:
+            start = time.perf_counter()
+            try:
+                pixels = read_stack(job.path) if job.pages > 1 else read_image(job.path)
+            except DataError as exc:                                           # 损坏的文件：跳过，继续其他输入
+                print(f"skipped {job.path}: {exc}", file=sys.stderr)
+                unreadable.append(str(job.path))
+                continue
+            try:
+                if job.pages > 1:
+                    shape = _predict_stack(job, np.asarray(pixels), predict)
+                else:
+                    shape = _predict_single(job, pixels, predict, fov_paths.get(job.path),
+                                            int(settings["mask_values"][0]))
+            except UNetCourseError as exc:                                     # 其他错误：停止，并说明已写出的掩码
+                if written:
+                    exc.args = (f"{exc} ({written} of {len(jobs)} input(s) were predicted into {str(out_dir)!r} "
+                                "before this one; their masks are kept.)",)
+                raise
+            written += 1
+            print(f"{job.path.name} -> {job.outputs['mask']} ({shape}, {time.perf_counter() - start:.1f} s)")
+    except KeyboardInterrupt:                                              # Ctrl-C：已写出的文件都是完整的
+        print(f"\ninterrupted: {written} of {len(jobs)} input(s) have their mask in {str(out_dir)!r}, each file "
+              "complete (files are written whole or not at all). Run the same command again to predict them all.",
+              file=sys.stderr)
+        return 130
     if unreadable:
         raise DataError(unreadable_summary(unreadable, len(jobs), out_dir))
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 from ..env import default_out_dir
@@ -31,6 +32,15 @@ from .options import (
 )
 
 HELP = "train a U-Net (every TrainConfig field is a flag)"
+
+#: Signals that end training after the epoch's files are written: a scheduler's SIGTERM, and Ctrl-C.
+#: 训练时这两个信号都在本轮文件写完后停止：调度器的 SIGTERM 与 Ctrl-C
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+#: What Ctrl-C says outside the epochs (set-up, or the last lines after the reports). 轮次之外被中断时的消息
+INTERRUPTED = ("interrupted outside the epochs (set-up or the end of the run), so no epoch was cut short. Continue "
+               "from the last complete checkpoint with `unet-course train --resume last` (add the same --out-dir), "
+               "or, if the run wrote none yet, run the same command again.")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -52,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
     """Resolve the config, check ``--out-dir`` before any work, then train. 解析配置、先检查输出目录，再训练
 
     Returns:
-        0; 143 (128 + SIGTERM) when a scheduler's SIGTERM stopped training (one ``error:`` line names the kept
-        checkpoint and the resume command). Other errors are :class:`~unet_course.errors.UNetCourseError`
+        0; 143 (128 + SIGTERM) when a scheduler's SIGTERM stopped training, 130 after Ctrl-C (one ``error:`` line
+        names the kept checkpoint and the resume command). Other errors are :class:`~unet_course.errors.UNetCourseError`
         subclasses, printed by the CLI (exit 2). 收到 SIGTERM 时返回 143 并打印续训命令
     """
     apply_data_root(args)
@@ -64,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     ensure_writable_dir(cfg.out_dir or default_out_dir("train"), "--out-dir")     # 训练开始前就检查
     main = os.environ.get("RANK", "0") == "0"                                     # 只有主进程打印
     try:
-        history = fit(cfg, changes_from="the command line")
+        history = fit(cfg, changes_from="the command line", stop_signals=STOP_SIGNALS)
     except TrainingStopped as exc:                                                # SIGTERM：保留检查点，退出码 143
         if main:
             print(f"error: {exc}", file=sys.stderr)

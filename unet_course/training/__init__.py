@@ -23,7 +23,7 @@ from .loop import evaluate, train_one_epoch
 from .optim import build_optimizer, build_scheduler, lr_factor, step_scheduler
 from .prepare import resolve_resume
 from .reporting import hardware_info, setup_logging
-from .stop import TrainingStopped
+from .stop import TrainingStopped, signal_name
 
 __all__ = [
     "History",
@@ -37,6 +37,7 @@ __all__ = [
     "monitor_value",
     "resolve_resume",
     "setup_logging",
+    "signal_name",
     "step_scheduler",
     "train_one_epoch",
 ]

@@ -15,6 +15,7 @@ fit 的每一步都是对下面一个小函数的调用；各步共享的状态�
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ from .prepare import (
 )
 from .reporting import log_epoch, log_finished, metrics_report, setup_logging, summary_block
 from .resume import apply_changes, check_fixed, log_changes, resume_changes
-from .stop import EpochPlan, StopOnSignal
+from .stop import EpochPlan, StopOnSignal, signal_name
 
 logger = logging.getLogger("unet_course")
 
@@ -111,7 +112,8 @@ class _Run:
 
 def fit(cfg: TrainConfig, *, train_loader: DataLoader | None = None, val_loader: DataLoader | None = None,
         info: Any = None, model: nn.Module | None = None, loss_fn: nn.Module | None = None,
-        callbacks: Sequence[Any] | None = None, changes_from: str = "the config") -> History:
+        callbacks: Sequence[Any] | None = None, changes_from: str = "the config",
+        stop_signals: Sequence[int] = (signal.SIGTERM,)) -> History:
     """Train a U-Net as described by ``cfg``; return its :class:`History`.
     按 cfg 训练 U-Net，返回训练历史
 
@@ -140,6 +142,8 @@ def fit(cfg: TrainConfig, *, train_loader: DataLoader | None = None, val_loader:
         callbacks: ``on_epoch_end(state)`` objects or callables ``cb(state)`` (``state``: ``epoch``, ``history``,
             ``metrics``, ``model``, ``cfg``); True or ``state["stop"] = True`` ends training after this epoch.
         changes_from: how the resume lines name where changed settings came from. 修改来源的说法
+        stop_signals: signals that stop training after the epoch's files are written, keeping the last complete
+            checkpoint (the command line adds SIGINT, Ctrl-C). 停止训练并保留最后完整检查点的信号
 
     Returns:
         The :class:`History` (also written to ``<out_dir>/history.json``).
@@ -148,7 +152,8 @@ def fit(cfg: TrainConfig, *, train_loader: DataLoader | None = None, val_loader:
         ConfigError: bad values, an unwritable ``out_dir``, data that do not fit, a fixed setting changed on resume.
         CheckpointError: ``cfg.resume`` missing, corrupt, or made for other classes/channels.
         NonFiniteLossError: the loss became NaN/Inf (the last good checkpoint is kept).
-        TrainingStopped: SIGTERM arrived (the last complete checkpoint is kept; the message names the resume command).
+        TrainingStopped: one of ``stop_signals`` arrived (the last complete checkpoint is kept; the message names
+            the resume command).
         OutputError: a full disk or an unwritable file (the earlier files are kept).
     """
     setup_logging()
@@ -163,7 +168,8 @@ def fit(cfg: TrainConfig, *, train_loader: DataLoader | None = None, val_loader:
         _resume(run, changes_from)                                                  # 6 续训
         _distribute(run)                                                            # 7 分布式
         run.tracker = _open_tracker(run)                                            # 8 实验记录
-        with run.tracker, StopOnSignal(lambda: stop_message(run)) as run.stopper:
+        with run.tracker, StopOnSignal(lambda signum: stop_message(run, signum),
+                                        tuple(stop_signals)) as run.stopper:
             _train_epochs(run, list(callbacks or []))                               # 9 逐轮训练
             _write_reports(run)                                                     # 10 报告
         distributed.debug_dump(run.model)
@@ -247,15 +253,16 @@ def _open_tracker(run: _Run) -> Tracker:
                    main_process=run.main)
 
 
-def stop_message(run: _Run) -> str:
-    """What a SIGTERM says: which complete checkpoint is kept and the command that continues from it.
-    收到 SIGTERM 时的消息：保留了哪个完整的检查点，以及续训命令
+def stop_message(run: _Run, signum: int = signal.SIGTERM) -> str:
+    """What a stop signal says: which complete checkpoint is kept and the command that continues from it.
+    收到停止信号时的消息：保留了哪个完整的检查点，以及续训命令
     """
+    how = signal_name(signum)
     if run.kept is None:
-        return ("Training was stopped by SIGTERM before its first checkpoint was written, so nothing was saved. "
+        return (f"Training was stopped by {how} before its first checkpoint was written, so nothing was saved. "
                 "Run the same command again to start over.")
     path, epoch = run.kept
-    return (f"Training was stopped by SIGTERM after epoch {epoch}; the last complete checkpoint {str(path)!r} "
+    return (f"Training was stopped by {how} after epoch {epoch}; the last complete checkpoint {str(path)!r} "
             f"(epoch {epoch}) is kept and the unfinished epoch was not saved. Continue with: "
             f"unet-course train --resume {path}")
 

@@ -7,9 +7,10 @@ handler for the duration of ``fit`` only and puts the old one back afterwards. T
 saved after it, so an interrupted epoch never becomes a checkpoint that would not resume exactly. Only the
 writing of one epoch's files (checkpoints, ``history.json``, the metrics log) is held back until it is
 complete (:meth:`StopOnSignal.hold`). ``unet-course train`` then prints one line naming the resume command and
-exits with code 143 (128 + 15, as a shell reports a SIGTERM).
+exits with code 143 (128 + 15, as a shell reports a SIGTERM). The command line treats Ctrl-C (SIGINT) the same
+way and exits with 130; in a notebook Ctrl-C stays Python's ``KeyboardInterrupt``.
 SIGTERM：只在 fit 期间安装处理函数，结束后恢复原来的；收到信号立即停止（不保存未完成的一轮），只有正在写的
-检查点等文件会先写完；命令行打印续训命令并以 143 退出
+检查点等文件会先写完；命令行打印续训命令并以 143 退出。命令行对 Ctrl-C 同样处理（退出码 130），notebook 中不变
 
 **Time budget** (``time_budget`` seconds). :class:`EpochPlan` measures the mean time of an epoch (training,
 validation and saving) and after each epoch plans how many epochs fit in the rest of the budget; the cosine and
@@ -41,29 +42,47 @@ class TrainingStopped(UNetCourseError):
     训练被信号停止；最后一个完整的检查点保留，消息给出续训命令
 
     Attributes:
-        exit_code: ``128 + signal number`` (143 for SIGTERM), what ``unet-course train`` exits with. 退出码
+        exit_code: ``128 + signal number`` (143 for SIGTERM, 130 for Ctrl-C), what ``unet-course train`` exits
+            with. 退出码
+        signum: the signal that stopped training. 停止训练的信号
     """
 
     def __init__(self, message: str, signum: int = signal.SIGTERM) -> None:
         super().__init__(message)
-        self.exit_code = 128 + int(signum)
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+
+
+def signal_name(signum: int) -> str:
+    """How a message names a signal: Ctrl-C for SIGINT, the signal's own name otherwise. 消息中信号的说法
+
+    >>> signal_name(signal.SIGINT), signal_name(signal.SIGTERM)
+    ('Ctrl-C (SIGINT)', 'SIGTERM')
+    """
+    return "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
 
 
 class StopOnSignal:
-    """A context manager that turns SIGTERM into :class:`TrainingStopped` while it is active.
-    在作用范围内把 SIGTERM 转为 TrainingStopped 的上下文管理器
+    """A context manager that turns SIGTERM (and any other signal it is given) into :class:`TrainingStopped` while
+    it is active. 在作用范围内把 SIGTERM（及指定的其他信号）转为 TrainingStopped 的上下文管理器
 
     Args:
-        message: called when the signal arrives; returns what the error says (which checkpoint is kept, the
-            resume command). 收到信号时调用，返回错误消息
-        signals: the signals to catch (default SIGTERM). 要捕获的信号
+        message: called with the signal number when a signal arrives; returns what the error says (which
+            checkpoint is kept, the resume command). 收到信号时以信号编号调用，返回错误消息
+        signals: the signals to catch (default SIGTERM; the command line adds SIGINT, so Ctrl-C also waits for
+            the epoch's files and names the checkpoint). 要捕获的信号（命令行另加 SIGINT）
 
-    Outside the main thread (signal handlers can only be set there) it does nothing. In a forked DataLoader worker
-    the inherited handler falls back to the default action, so workers simply end.
-    不在主线程时不做任何事；DataLoader 工作进程中恢复默认行为
+    Outside the main thread (signal handlers can only be set there) it does nothing. A forked DataLoader worker
+    inherits the handler and ignores the signal: Ctrl-C and schedulers signal the whole process group, the main
+    process stops and shuts its workers down, whereas a worker killed by the signal would make PyTorch report a
+    crashed worker (a traceback after the stop message). PyTorch's own SIGTERM handler in its workers still ends
+    them, so once a stop signal has arrived the main process no longer treats a worker's end as a crash (SIGCHLD
+    goes back to its default).
+    不在主线程时不做任何事；DataLoader 工作进程忽略该信号，由主进程关闭（被信号杀死的工作进程会让 PyTorch 报告崩溃）；
+    收到停止信号后，主进程不再把工作进程的退出当作崩溃
     """
 
-    def __init__(self, message: Callable[[], str], signals: tuple[int, ...] = (signal.SIGTERM,)) -> None:
+    def __init__(self, message: Callable[[int], str], signals: tuple[int, ...] = (signal.SIGTERM,)) -> None:
         self._message, self._signals = message, signals
         self._old: dict[int, object] = {}
         self._pid = os.getpid()
@@ -82,18 +101,18 @@ class StopOnSignal:
         self._old.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if os.getpid() != self._pid:                   # 继承了处理函数的工作进程：按默认方式结束
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+        if os.getpid() != self._pid:                   # a forked worker: the main process shuts it down 工作进程：由主进程关闭
             return
         self.received = signum
+        if hasattr(signal, "SIGCHLD"):                 # workers dying with us are expected, not a crash 不再报告工作进程退出
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         if self._held == 0:
             raise self.error()
 
     def error(self) -> TrainingStopped:
         """The error to raise for the received signal. 收到信号后抛出的错误"""
         signum = self.received or signal.SIGTERM
-        return TrainingStopped(self._message(), signum)
+        return TrainingStopped(self._message(signum), signum)
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
