@@ -157,12 +157,15 @@ def stopped_message(fold: int, root: Path, signum: int) -> str:
     >>> print(stopped_message(2, Path("runs/cv"), signal.SIGTERM))  # doctest: +NORMALIZE_WHITESPACE
     cv was stopped by SIGTERM in fold 2. Folds 0-1 are finished and kept (fold.json in each fold_* folder of
     'runs/cv'). Run the same cv command again: it reuses them and trains fold 2 from its start, then the rest.
+    >>> print(stopped_message(0, Path("runs/cv"), signal.SIGINT))
+    cv was stopped by Ctrl-C (SIGINT) in fold 0. No fold had finished yet; run the same cv command again to start over.
     """
-    kept = (f"Folds 0-{fold - 1} are finished and kept" if fold > 1 else
-            "Fold 0 is finished and kept" if fold == 1 else "No fold had finished yet")
-    return (f"cv was stopped by {signal_name(signum)} in fold {fold}. {kept} (fold.json in each fold_* folder of "
-            f"{str(root)!r}). Run the same cv command again: it reuses {'them' if fold else 'none'} and trains "
-            f"fold {fold} from its start, then the rest.")
+    stopped = f"cv was stopped by {signal_name(signum)} in fold {fold}."
+    if fold == 0:
+        return f"{stopped} No fold had finished yet; run the same cv command again to start over."
+    kept = f"Folds 0-{fold - 1} are finished and kept" if fold > 1 else "Fold 0 is finished and kept"
+    return (f"{stopped} {kept} (fold.json in each fold_* folder of {str(root)!r}). Run the same cv command again: "
+            f"it reuses them and trains fold {fold} from its start, then the rest.")
 
 
 def run(args: argparse.Namespace) -> int:
