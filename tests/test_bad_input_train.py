@@ -180,10 +180,6 @@ def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
         time.sleep(0.05)
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)                 # a shell's background job may ignore SIGINT 后台任务
-
-
 @pytest.mark.parametrize(("signum", "how", "workers"), [(signal.SIGTERM, "SIGTERM", "0"),
                                                         (signal.SIGTERM, "SIGTERM", "2"),
                                                         (signal.SIGINT, "Ctrl-C (SIGINT)", "2")])
@@ -196,8 +192,10 @@ def test_stop_signal_keeps_the_last_checkpoint_and_names_the_resume_command(tmp_
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "unet_course", "train", *FLAGS, "--num-workers", workers, "--train-samples", "64",
            "--epochs", "500", "--out-dir", str(out)]                 # the later flags win 后给出的参数优先
+    # its own process group, signalled as a whole; fit's handler works even where a background job ignores SIGINT
+    # 独立的进程组，整组发送信号；即使后台任务忽略 SIGINT，fit 的处理函数仍然有效
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, preexec_fn=_default_sigint)
+                            text=True, start_new_session=True)
     _wait_for(out / "history.json", proc)                        # 第 1 轮的文件已写完
     time.sleep(0.5)                                              # in the middle of an epoch, workers running 轮中
     os.killpg(proc.pid, signum)
