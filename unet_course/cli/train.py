@@ -63,8 +63,9 @@ def run(args: argparse.Namespace) -> int:
 
     Returns:
         0; 143 (128 + SIGTERM) when a scheduler's SIGTERM stopped training, 130 after Ctrl-C (one ``error:`` line
-        names the kept checkpoint and the resume command). Other errors are :class:`~unet_course.errors.UNetCourseError`
-        subclasses, printed by the CLI (exit 2). 收到 SIGTERM 时返回 143 并打印续训命令
+        names the kept checkpoint and the resume command). Other errors are
+        :class:`~unet_course.errors.UNetCourseError` subclasses, printed by the CLI (exit 2).
+        收到 SIGTERM 或 Ctrl-C 时返回 143 或 130 并打印续训命令
     """
     apply_data_root(args)
     cfg = config_from_args(args)
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     main = os.environ.get("RANK", "0") == "0"                                     # 只有主进程打印
     try:
         history = fit(cfg, changes_from="the command line", stop_signals=STOP_SIGNALS)
-    except TrainingStopped as exc:                                                # SIGTERM：保留检查点，退出码 143
+    except TrainingStopped as exc:                                    # SIGTERM / Ctrl-C：保留检查点，退出码 143 / 130
         if main:
             print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
