@@ -40,6 +40,19 @@ def test_wrong_types_name_the_field_the_type_and_the_value(values, field, expect
     assert f"'{field}'" in message and expected in message and repr(values[field]) in message
 
 
+def test_a_misspelt_field_or_dataset_option_gets_the_close_name():
+    """A config file or notebook with ``lrr`` (or ``usefov`` in dataset_options) got only the list of all names.
+    拼错的字段名或数据集选项以前只给出全部名称的列表
+    """
+    with pytest.raises(ConfigError, match=r"Unknown TrainConfig field\(s\): lrr\. Did you mean 'lr'\? Known fields: "):
+        TrainConfig.from_dict({"lrr": 0.1})
+    with pytest.raises(ConfigError, match=r"Unknown TrainConfig field\(s\): qqq\. Known fields: "):   # no close name
+        TrainConfig.from_dict({"qqq": 0.1})
+    from unet_course.data import dataset_options
+    with pytest.raises(ConfigError, match=r"not arguments of dataset 'drive'\. Did you mean 'use_fov'\? It accepts: "):
+        dataset_options("drive", {"usefov": False})
+
+
 def test_int_is_accepted_for_a_float_and_none_for_an_optional():
     cfg = TrainConfig(lr=1, grad_clip=None, crop_size=None, class_weights=(1, 2), num_workers=3)
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .rules import check_scale, check_threshold, check_tile, check_training_size, is_number
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
@@ -264,7 +264,8 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown and strict:
-            raise ConfigError(f"Unknown TrainConfig field(s): {', '.join(unknown)}. Known fields: {', '.join(sorted(names))}.")
+            raise ConfigError(f"Unknown TrainConfig field(s): {', '.join(unknown)}.{did_you_mean(unknown, names)} "
+                              f"Known fields: {', '.join(sorted(names))}.")
         return cls(**{k: v for k, v in values.items() if k in names})
 
     @classmethod

@@ -9,6 +9,9 @@ traceback (exit code 2); notebooks show the message as the last line of the erro
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class UNetCourseError(Exception):
     """Base class: a problem the user can fix. 基类：用户可以修复的问题"""
@@ -42,3 +45,19 @@ class NonFiniteLossError(UNetCourseError, FloatingPointError):
     """Training produced a NaN/Inf loss; the message says at which step and what to try.
     训练中出现 NaN/Inf 损失；消息给出步数和建议
     """
+
+
+def did_you_mean(names: Iterable[str], known: Iterable[str]) -> str:
+    """The hint for a misspelt name: `` Did you mean 'lr'?`` for the first of ``names`` with a close match among
+    ``known``, else ``""``. Messages about unknown names (settings, parameters, options) end with it.
+    拼写错误的提示：为第一个有相近已知名称的名字给出 "Did you mean ...?"，否则为空
+
+    >>> did_you_mean(["lrr"], ["lr", "epochs"]), did_you_mean(["zzz"], ["lr"])
+    (" Did you mean 'lr'?", '')
+    """
+    known = list(known)
+    for name in names:
+        close = difflib.get_close_matches(name, known, n=1)
+        if close:
+            return f" Did you mean {close[0]!r}?"
+    return ""

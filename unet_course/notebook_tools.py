@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import html as _html
 import json
 import os
@@ -27,7 +26,7 @@ from typing import Any
 import torch
 
 from .env import HEADLESS_ENV, REPO_ROOT, cpu_info, default_out_dir
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .files import ensure_writable_dir
 
 RESULTS_ENV = "UNET_COURSE_RESULTS"
@@ -134,9 +133,8 @@ def check_parameters(parameters: dict[str, Any], notebooks: list[Path]) -> None:
     known = sorted({name for nb in notebooks for name in pm.inspect_notebook(str(nb))})
     for key in parameters:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"Unknown parameter {key!r}: no course notebook has it in its parameters cell.{hint} "
+            raise ConfigError(f"Unknown parameter {key!r}: no course notebook has it in its parameters cell."
+                              f"{did_you_mean([key], known)} "
                               f"Known parameters: {', '.join(known)}.")
 
 

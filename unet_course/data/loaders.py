@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler, default_collate
 
 from ..config import data_seed_of
-from ..errors import ConfigError, DataError, UNetCourseError
+from ..errors import ConfigError, DataError, UNetCourseError, did_you_mean
 from .base import SegmentationDataset, split_indices
 from .drive import DRIVEDataset
 from .folder import CarvanaDataset, FolderPairs
@@ -182,8 +182,8 @@ def dataset_options(name: str, options: dict | None) -> dict:
     unknown = sorted(set(options) - _accepted(key))
     if unknown:
         accepted = sorted(_accepted(key) - set(RESERVED_OPTIONS))
-        raise ConfigError(f"dataset_options {', '.join(unknown)} are not arguments of dataset {key!r}; it accepts: "
-                          f"{', '.join(accepted)}.")
+        raise ConfigError(f"dataset_options {', '.join(unknown)} are not arguments of dataset {key!r}."
+                          f"{did_you_mean(unknown, accepted)} It accepts: {', '.join(accepted)}.")
     return dict(options)
 
 
