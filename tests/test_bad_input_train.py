@@ -26,7 +26,7 @@ from unet_course.checkpoint import load_checkpoint
 from unet_course.cli import main
 from unet_course.config import TrainConfig
 from unet_course.errors import ConfigError
-from unet_course.training import fit
+from unet_course.training import TrainingStopped, fit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -254,6 +254,33 @@ def test_sigterm_while_waiting_for_data_stops_at_once(tmp_path):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143 and time.monotonic() - sent < 20, stderr[-3000:]
     assert "after epoch 1" in stderr and load_checkpoint(out / "last.pt")["epoch"] == 1
+
+
+def test_a_worker_that_ended_just_before_the_stop_is_not_reported(monkeypatch):
+    """A SIGCHLD (a DataLoader worker ending) pending when the stop signal is handled: with SIGCHLD reset to its
+    default, Python printed "OSError: Signal 17 ignored due to race condition" with a traceback (seen under
+    torchrun). Both signals are made pending together, so the race happens every time.
+    停止信号处理时已有待处理的 SIGCHLD：以前 Python 会打印 "Signal 17 ignored due to race condition"
+    """
+    from unet_course.training.stop import StopOnSignal
+
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    old_child = signal.signal(signal.SIGCHLD, lambda signum, frame: None)    # PyTorch's handler stands here
+    try:
+        with pytest.raises(TrainingStopped, match="stopped"):
+            with StopOnSignal(lambda signum: "stopped", (signal.SIGUSR1,)):
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGCHLD})
+                os.kill(os.getpid(), signal.SIGCHLD)
+                os.kill(os.getpid(), signal.SIGUSR1)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1, signal.SIGCHLD})   # both at once
+                for _ in range(1000):                                 # the handlers run between bytecodes
+                    time.sleep(0)
+        for _ in range(1000):                                         # the pending SIGCHLD is handled now
+            time.sleep(0)
+    finally:
+        signal.signal(signal.SIGCHLD, old_child)
+    assert reported == []
 
 
 def test_fit_restores_the_previous_sigterm_handler(tmp_path):

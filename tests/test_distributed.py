@@ -182,3 +182,20 @@ def test_two_process_samples_per_epoch_and_a_one_item_val_set(tmp_path):
         assert ddp["n_images"] == 1 and ddp["n_pixels"] == single["n_pixels"]
         assert ddp["dice"] == pytest.approx(single["dice"], abs=1e-6)
         assert ddp["loss"] == pytest.approx(single["loss"], rel=1e-5)
+
+
+def test_the_stop_message_of_a_torchrun_job_resumes_with_torchrun():
+    """A data-parallel run stopped by its scheduler told the user to resume with plain ``unet-course``.
+    以前分布式训练被停止时，消息给出的是单进程的续训命令
+    """
+    import signal
+    from types import SimpleNamespace
+
+    from unet_course.training.fit import stop_message
+
+    run = SimpleNamespace(kept=(Path("runs/ddp/last.pt"), 3), dinfo=SimpleNamespace(world_size=2))
+    assert stop_message(run, signal.SIGTERM).endswith(
+        "Continue with: torchrun <the same options> -m unet_course train --resume runs/ddp/last.pt")
+    run.dinfo.world_size = 1
+    assert stop_message(run, signal.SIGINT).startswith("Training was stopped by Ctrl-C (SIGINT) after epoch 3;")
+    assert stop_message(run).endswith("Continue with: unet-course train --resume runs/ddp/last.pt")

@@ -262,9 +262,10 @@ def stop_message(run: _Run, signum: int = signal.SIGTERM) -> str:
         return (f"Training was stopped by {how} before its first checkpoint was written, so nothing was saved. "
                 "Run the same command again to start over.")
     path, epoch = run.kept
+    launcher = "torchrun <the same options> -m unet_course" if run.dinfo.world_size > 1 else "unet-course"
     return (f"Training was stopped by {how} after epoch {epoch}; the last complete checkpoint {str(path)!r} "
             f"(epoch {epoch}) is kept and the unfinished epoch was not saved. Continue with: "
-            f"unet-course train --resume {path}")
+            f"{launcher} train --resume {path}")
 
 
 # ----------------------------------------------------------------------------------------------------------------

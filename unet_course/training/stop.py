@@ -62,6 +62,13 @@ def signal_name(signum: int) -> str:
     return "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
 
 
+def _child_ended(signum: int, frame: FrameType | None) -> None:
+    """SIGCHLD once training is stopping: a DataLoader worker's end is expected, so nothing is reported. A handler
+    rather than SIG_DFL, so that a SIGCHLD already pending is not reported by Python as "ignored due to race
+    condition". 停止训练时的 SIGCHLD：工作进程结束在预料之中，不报告
+    """
+
+
 class StopOnSignal:
     """A context manager that turns SIGTERM (and any other signal it is given) into :class:`TrainingStopped` while
     it is active. 在作用范围内把 SIGTERM（及指定的其他信号）转为 TrainingStopped 的上下文管理器
@@ -76,8 +83,8 @@ class StopOnSignal:
     inherits the handler and ignores the signal: Ctrl-C and schedulers signal the whole process group, the main
     process stops and shuts its workers down, whereas a worker killed by the signal would make PyTorch report a
     crashed worker (a traceback after the stop message). PyTorch's own SIGTERM handler in its workers still ends
-    them, so once a stop signal has arrived the main process no longer treats a worker's end as a crash (SIGCHLD
-    goes back to its default).
+    them, so once a stop signal has arrived the main process no longer treats a worker's end as a crash (its
+    SIGCHLD handler is replaced by one that does nothing).
     不在主线程时不做任何事；DataLoader 工作进程忽略该信号，由主进程关闭（被信号杀死的工作进程会让 PyTorch 报告崩溃）；
     收到停止信号后，主进程不再把工作进程的退出当作崩溃
     """
@@ -104,8 +111,8 @@ class StopOnSignal:
         if os.getpid() != self._pid:                   # a forked worker: the main process shuts it down 工作进程：由主进程关闭
             return
         self.received = signum
-        if hasattr(signal, "SIGCHLD"):                 # workers dying with us are expected, not a crash 不再报告工作进程退出
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        if hasattr(signal, "SIGCHLD"):                 # workers ending with us are expected, not a crash 不再报告工作进程退出
+            signal.signal(signal.SIGCHLD, _child_ended)
         if self._held == 0:
             raise self.error()
 
