@@ -283,6 +283,27 @@ def test_a_worker_that_ended_just_before_the_stop_is_not_reported(monkeypatch):
     assert reported == []
 
 
+def test_fit_ends_its_loader_workers_before_it_returns(tmp_path):
+    """The loaders' persistent workers outlived ``fit`` until the garbage collector ran (the stop handler refers
+    back to the run), so ``cv``'s next fold forked copies of them and printed "AssertionError: can only test a
+    child process" four times per fold. The collector is off here, so only ``fit`` itself can end them.
+    以前 fit 返回后数据加载进程仍然存活，直到垃圾回收；cv 的下一折会复制它们并报错
+    """
+    import gc
+    import multiprocessing
+
+    cfg = TrainConfig(epochs=1, image_size=32, train_samples=8, val_samples=4, base_channels=4, depth=2,
+                      batch_size=4, amp="off", progress="none", device="cpu", num_workers=1,
+                      out_dir=str(tmp_path / "run"))
+    gc.collect()
+    gc.disable()
+    try:
+        fit(cfg)
+        assert multiprocessing.active_children() == []
+    finally:
+        gc.enable()
+
+
 def test_fit_restores_the_previous_sigterm_handler(tmp_path):
     def mine(signum, frame):
         pass

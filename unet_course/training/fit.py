@@ -159,6 +159,7 @@ def fit(cfg: TrainConfig, *, train_loader: DataLoader | None = None, val_loader:
     setup_logging()
     cfg.validate()
     dinfo, device, created = distributed.setup(pick_device(cfg.device))
+    run: _Run | None = None
     try:
         run = _start(cfg, device, dinfo)                                            # 1 输出目录与续训文件
         seed_everything(cfg.seed, deterministic=cfg.deterministic)                  # 2 随机种子
@@ -176,7 +177,19 @@ def fit(cfg: TrainConfig, *, train_loader: DataLoader | None = None, val_loader:
         distributed.barrier()
         return run.history
     finally:
+        if run is not None:
+            _release_loaders(run)
         distributed.cleanup(created)
+
+
+def _release_loaders(run: _Run) -> None:
+    """Let the data loaders' worker processes end now, in this process. The stop handler refers back to the run,
+    so without this the loaders waited for the garbage collector, and a process forked before it ran (the next
+    ``cv`` fold's workers) inherited them and printed "can only test a child process" when collecting its copies.
+    释放数据加载器，使其工作进程现在就在本进程中结束（否则之后 fork 的进程会继承它们并在回收时报错）
+    """
+    run.stopper = None
+    run.train_loader = run.val_loader = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
