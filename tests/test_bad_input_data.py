@@ -273,3 +273,36 @@ def test_stray_mask_value_in_one_file_is_refused_naming_file_value_and_count(tmp
     # the documented fix: an explicit list makes 7 a class on purpose
     assert FolderPairs(imgs, masks, mask_values=[0, 7, 255]).n_classes == 3
     assert _snapshot(tmp_path) == before
+
+
+def _stack_folder(root: Path, image_pages: int, mask_pages: int) -> Path:
+    """Four pairs; images and masks saved as TIFF stacks of the given page counts. 图像与掩码保存为多页 TIFF"""
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        tifffile.imwrite(root / "images" / f"{i}.tif", (rng.random((image_pages, 40, 40)) * 255).astype(np.uint8))
+        mask = np.zeros((mask_pages, 40, 40), np.uint8)
+        mask[:, 8:24, 8:24] = 255
+        tifffile.imwrite(root / "masks" / f"{i}_mask.tif", mask)
+    return root
+
+
+def test_a_multi_page_tiff_is_not_read_as_its_first_page(tmp_path: Path):
+    """A folder of TIFF stacks trained on the first page of each file, in silence (4 samples instead of 20), and
+    ``inspect`` of ISBI's train-labels.tif scanned one slice of 30. 以前多页 TIFF 只悄悄读取第一页
+    """
+    from unet_course.data.masks import inspect_masks
+
+    root = _stack_folder(tmp_path / "masks_stacked", image_pages=1, mask_pages=5)
+    with pytest.raises(DataError, match=r"masks/0_mask\.tif' is a multi-page TIFF \(5 pages\).*one page per file"):
+        build_dataset("folder", root=str(root), split="train")
+    root = _stack_folder(tmp_path / "images_stacked", image_pages=6, mask_pages=1)
+    with pytest.raises(DataError, match=r"images/\d\.tif' is a multi-page TIFF \(6 pages\)"):
+        build_dataset("folder", root=str(root), split="train")
+    with pytest.raises(DataError, match="multi-page TIFF"):
+        read_image(root / "images" / "0.tif")
+    report = inspect_masks(tmp_path / "masks_stacked" / "masks", warn=False)    # inspect reads every page 每一页
+    assert report.n_files == 20 and sum(report.counts) == 20 * 40 * 40
+    single = inspect_masks(tmp_path / "masks_stacked" / "masks" / "0_mask.tif", warn=False)
+    assert single.n_files == 5

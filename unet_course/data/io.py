@@ -101,6 +101,7 @@ def _decode(source: Source, name: str | None, kind: str = "image") -> np.ndarray
     ext = _suffix(source, name)
     data = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
     if ext in TIFF_EXTENSIONS:
+        _refuse_stack(data, label)
         # tifffile first (16-bit, planar, multi-page); compressed TIFFs whose codec needs the optional
         # imagecodecs package (e.g. DRIVE's LZW files) fall back to PIL
         # 先用 tifffile；若压缩格式需要可选的 imagecodecs 包（如 DRIVE 的 LZW），改用 PIL
@@ -128,6 +129,26 @@ def _decode(source: Source, name: str | None, kind: str = "image") -> np.ndarray
             f"Cannot decode {label!r} as an image ({type(exc).__name__}: {exc}). The file is corrupt, truncated or "
             "not an image; re-download it or remove it (and its pair) from the data set."
         ) from None
+
+
+def _refuse_stack(data: str | os.PathLike | io.BytesIO, label: str) -> None:
+    """One image per file: a multi-page TIFF read as one image would silently give its first page only.
+    一个文件一张图像：多页 TIFF 若当作单张图像读取，只会悄悄得到第一页
+    """
+    try:
+        with _quiet_decoders(), tifffile.TiffFile(data) as tif:
+            pages = len(tif.pages)
+    except Exception:                                     # the decoders below give the clear error 由后面的解码报错
+        return
+    finally:
+        if isinstance(data, io.BytesIO):
+            data.seek(0)
+    if pages > 1:
+        raise DataError(
+            f"{label!r} is a multi-page TIFF ({pages} pages), but it is read here as one image, which would use only "
+            "its first page. Save one page per file (the folder data set takes one image and one mask per file), "
+            "or read the stack with read_stack(), as `unet-course predict` and the isbi2012 data set do."
+        )
 
 
 def _palette_is_colour(im) -> bool:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .io import is_image_file, read_mask
+from .io import is_image_file, page_count, read_mask, read_stack
 
 # 已发现取值的内存缓存：键由数据来源决定
 _VALUES_CACHE: dict[tuple, list[int]] = {}
@@ -287,6 +287,23 @@ class MaskReport:
         return "\n".join(lines)
 
 
+def _pages(paths: Sequence[Path]) -> tuple[list, list[str]]:
+    """Each file as one mask, except a multi-page TIFF: each of its pages, named ``file.tif[k]``.
+    每个文件一个掩码；多页 TIFF 的每一页各算一个
+    """
+    items: list = []
+    names: list[str] = []
+    for path in paths:
+        if page_count(path) > 1:
+            stack = read_stack(path)                                          # (N, H, W)
+            items += list(stack)
+            names += [f"{path.name}[{k}]" for k in range(len(stack))]
+        else:
+            items.append(path)
+            names.append(path.name)
+    return items, names
+
+
 def _mask_sources(masks) -> tuple[list, list[str]]:
     """Turn a folder / list of paths / list of arrays / data set into (items, names). 统一输入为掩码列表"""
     if hasattr(masks, "raw_mask") and hasattr(masks, "__len__"):
@@ -299,8 +316,8 @@ def _mask_sources(masks) -> tuple[list, list[str]]:
             paths = sorted(p for p in folder.iterdir() if is_image_file(p))
             if not paths:
                 raise DataError(f"No mask files found in {str(folder)!r}.")
-            return list(paths), [p.name for p in paths]
-        return [folder], [folder.name]
+            return _pages(paths)
+        return _pages([folder])
     items = list(masks)
     names = [Path(m).name if isinstance(m, str | Path) else f"mask[{i}]" for i, m in enumerate(items)]
     return items, names
