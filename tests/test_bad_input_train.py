@@ -335,3 +335,19 @@ def test_bad_time_budget_flag(capsys, tmp_path):
     err = capsys.readouterr().err
     assert err == "error: time_budget must be a number of seconds > 0 (or None), got -1.0.\n"
     assert not (tmp_path / "run").exists() or not list((tmp_path / "run").iterdir())     # 什么都没写
+
+
+def test_a_worker_does_not_report_the_connection_the_stopping_main_process_dropped(monkeypatch, capsys):
+    """About one Ctrl-C in fifteen with two workers printed a worker's ``ConnectionResetError`` traceback (its
+    file-descriptor server lost the stopping main process mid-batch) after the stop message; other errors still
+    show. 主进程停止时工作进程的连接错误不再打印回溯，其他错误照常显示
+    """
+    from unet_course.data import loaders
+
+    monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)
+    loaders._init_worker(0)                                      # what each DataLoader worker runs first
+    sys.excepthook(ConnectionResetError, ConnectionResetError(104, "Connection reset by peer"), None)
+    sys.excepthook(EOFError, EOFError(), None)
+    assert capsys.readouterr().err == ""
+    sys.excepthook(ValueError, ValueError("a real error"), None)
+    assert "ValueError: a real error" in capsys.readouterr().err
