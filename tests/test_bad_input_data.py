@@ -306,3 +306,12 @@ def test_a_multi_page_tiff_is_not_read_as_its_first_page(tmp_path: Path):
     assert report.n_files == 20 and sum(report.counts) == 20 * 40 * 40
     single = inspect_masks(tmp_path / "masks_stacked" / "masks" / "0_mask.tif", warn=False)
     assert single.n_files == 5
+
+
+def test_inspect_names_a_colour_stack(tmp_path: Path):
+    """A stack of RGB pages is refused with its name, as a colour mask file is. 彩色多页掩码报错并写明文件"""
+    from unet_course.data.masks import inspect_masks
+
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((4, 16, 16, 3), np.uint8), photometric="rgb")
+    with pytest.raises(DataError, match=r"rgb\.tif' has pages of shape \(16, 16, 3\)"):
+        inspect_masks(tmp_path / "rgb.tif", warn=False)

@@ -39,8 +39,9 @@ from .options import apply_data_root, config_from_args
 
 HELP = "k-fold cross-validation of a recipe (mean ± sd of F1 over folds)"
 
-#: What Ctrl-C says before the folds begin. 开始训练各折之前被中断时的消息
-INTERRUPTED = "interrupted before the first fold began; nothing was trained. Run the same command again."
+#: What Ctrl-C says outside a fold (set-up, or the summary at the end). 不在某一折中被中断时的消息
+INTERRUPTED = ("interrupted outside the folds: every finished fold is kept (fold.json in each fold_* folder of "
+               "--out-dir). Run the same command again: it reuses them and trains the rest.")
 
 
 def _thresholds(text: str) -> list[float]:

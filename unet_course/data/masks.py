@@ -296,6 +296,9 @@ def _pages(paths: Sequence[Path]) -> tuple[list, list[str]]:
     for path in paths:
         if page_count(path) > 1:
             stack = read_stack(path)                                          # (N, H, W)
+            if stack.ndim != 3:
+                raise DataError(f"Mask stack {str(path)!r} has pages of shape {stack.shape[1:]}; a mask page must "
+                                "hold one value per pixel. Convert it to single-channel index masks.")
             items += list(stack)
             names += [f"{path.name}[{k}]" for k in range(len(stack))]
         else:
