@@ -117,6 +117,8 @@ def test_check_tile_is_the_one_tile_rule():
 @pytest.mark.parametrize("values, message", [
     ({"augment": False, "rotate": 10}, "rotate=10 is a training augmentation, so with augment=False it would "
                                        "silently not happen"),
+    ({"augment": False, "elastic": 2}, "elastic=2 is a training augmentation, so with augment=False it would "
+                                        "silently not happen"),
     ({"scheduler": "plateau", "warmup_epochs": 2}, "warmup_epochs=2 works with scheduler 'cosine' or 'poly'; "
                                                    "with 'plateau' there would silently be no warm-up"),
     ({"optimizer": "adamw", "momentum": 0.5}, "momentum=0.5 is used by the sgd and rmsprop optimizers only; "

@@ -159,15 +159,48 @@ def test_random_rotation_moves_image_and_mask_together_with_no_empty_corner():
         SegmentationTransform(train=True, rotate=200)
 
 
-def test_rotate_reaches_only_the_training_split_and_is_checked():
+def test_elastic_deformation_bends_straight_lines_and_moves_image_and_mask_together():
+    """Elastic deformation: straight stripes come out bent, the image and the mask bend together (the image encodes
+    the label), the mask keeps its values and the crop is cut with a margin, so it is (nearly) never padding.
+    弹性形变：直线被弯曲，图像与掩码同步，掩码取值不变，预留边距使图块几乎不含填充"""
+    label = np.zeros((120, 130), np.int64)
+    label[:, ::6] = label[:, 1::6] = 1                              # 2 像素宽的竖条纹
+    image = (label * 200 + 20).astype(np.uint8)[:, :, None]         # 图像就是标签的编码
+
+    def straight(x: torch.Tensor) -> bool:                          # 每行相同或每列相同：线是直的
+        return bool((x == x[:1]).all() or (x == x[:, :1]).all())
+
+    plain = SegmentationTransform(train=True, crop_size=48, mean=(0.0,), std=(1.0,), jitter=0)
+    bent = SegmentationTransform(train=True, crop_size=48, mean=(0.0,), std=(1.0,), jitter=0, elastic=4)
+    assert bent.elastic == 4.0 and "elastic=4.0" in repr(bent) and "elastic" not in repr(plain)
+    torch.manual_seed(0)
+    for _ in range(20):
+        assert straight(plain(image, label)[1])
+        x, y = bent(image, label)
+        assert tuple(x.shape) == (1, 48, 48) and tuple(y.shape) == (48, 48)
+        assert not straight(y) and not straight(x[0])
+        assert set(y.unique().tolist()) <= {0, 1, 255}              # 没有新取值
+        assert (y == 255).float().mean() < 0.01                     # 边距内：几乎没有填充
+        agree = ((x[0] > 110 / 255) == (y == 1))[y != 255].float().mean()   # 双线性与最近邻只在边缘处不同
+        assert agree > 0.85, float(agree)
+    assert not SegmentationTransform(train=False, elastic=4).elastic         # 评估时不形变
+    assert not SegmentationTransform(train=True, augment=False, elastic=4).elastic
+    with pytest.raises(ConfigError, match="elastic"):
+        SegmentationTransform(train=True, elastic=-1)
+
+
+@pytest.mark.parametrize("name, value", [("rotate", 30.0), ("elastic", 3.0)])
+def test_a_warp_reaches_only_the_training_split_and_is_checked(name, value):
     from unet_course.config import TrainConfig
     from unet_course.data import build_loaders
 
-    with pytest.raises(ConfigError, match="rotate"):
-        TrainConfig(rotate=-5)
-    train, val, _ = build_loaders(TrainConfig(rotate=30, train_samples=4, val_samples=2, batch_size=2, num_workers=0))
-    assert train.dataset.transform.rotate == 30.0
-    assert val.dataset.transform.rotate == 0.0
+    with pytest.raises(ConfigError, match=name):
+        TrainConfig(**{name: -5})
+    cfg = TrainConfig(**{name: value}, train_samples=4, val_samples=2, batch_size=2, num_workers=0)
+    train, val, _ = build_loaders(cfg)
+    assert getattr(train.dataset.transform, name) == value
+    assert getattr(val.dataset.transform, name) == 0.0
+    assert next(iter(train))["image"].shape == (2, 3, 64, 64)       # 合成数据：整图训练，尺寸不变
     custom = SyntheticSegmentation(4, 32, transform=lambda im, t: (im, t))
     with pytest.raises(ConfigError, match="own transform"):
-        custom.set_rotation(10)
+        custom.set_warp(**{name: 10})

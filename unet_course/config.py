@@ -109,6 +109,8 @@ class TrainConfig:
     augment: bool = knob(True, "flips / rotations / jitter on the training split 训练增强")
     rotate: float = knob(0.0, "with augment: also rotate training crops by a random angle in [-rotate, rotate] "
                               "degrees (0 -> off) 训练裁剪的随机旋转角度上限（度）")
+    elastic: float = knob(0.0, "with augment: also deform training crops smoothly, with random displacements of "
+                               "this standard deviation in pixels on a 3x3 grid (0 -> off) 训练裁剪的弹性形变（像素）")
     num_workers: int | str = knob("auto", "DataLoader workers; 'auto' picks a safe value 数据加载进程数",
                                   expects="an integer >= 0 or 'auto'")
     dataset_options: dict[str, Any] = knob(help="extra keyword arguments of the dataset class, as JSON, e.g. "
@@ -197,9 +199,10 @@ class TrainConfig:
 
     def _check_combinations(self) -> None:
         """Refuse a setting that the other settings would silently switch off. 拒绝会被其他设置悄悄关闭的设置"""
-        if self.rotate and not self.augment:
-            raise ConfigError(f"rotate={self.rotate:g} is a training augmentation, so with augment=False it would "
-                              "silently not happen. Turn augment on (--augment), or leave rotate at 0.")
+        for name in ("rotate", "elastic"):
+            if getattr(self, name) and not self.augment:
+                raise ConfigError(f"{name}={getattr(self, name):g} is a training augmentation, so with augment=False "
+                                  f"it would silently not happen. Turn augment on (--augment), or leave {name} at 0.")
         if self.warmup_epochs and self.scheduler not in ("cosine", "poly"):
             raise ConfigError(f"warmup_epochs={self.warmup_epochs} works with scheduler 'cosine' or 'poly'; with "
                               f"{self.scheduler!r} there would silently be no warm-up. Choose one of those "
@@ -241,6 +244,8 @@ class TrainConfig:
             raise ConfigError(f"crop_size must be >= 8 pixels (or None), got {self.crop_size!r}.")
         if not (0.0 <= self.rotate <= 180.0):
             raise ConfigError(f"rotate must be an angle in [0, 180] degrees, got {self.rotate!r}.")
+        if not (0.0 <= self.elastic <= 64.0):
+            raise ConfigError(f"elastic must be a displacement in [0, 64] pixels, got {self.elastic!r}.")
         check_threshold(self.threshold)
         if self.predict_tile is not None:
             check_tile(self.predict_tile, self.depth, "predict_tile")

@@ -163,7 +163,8 @@ class SegmentationDataset(Dataset):
         self.crop_size = crop_size
         self.train = bool(train)
         self.augment = bool(augment)
-        self.rotate = 0.0                    # set_rotation 设置的随机旋转角度上限
+        self.rotate = 0.0                    # set_warp 设置的随机旋转角度上限
+        self.elastic = 0.0                   # set_warp 设置的弹性形变位移标准差
         self.enhance = "none"
         self._enhanced: dict[int, np.ndarray] = {}
         self._loaded: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
@@ -173,21 +174,23 @@ class SegmentationDataset(Dataset):
     def _default_transform(self) -> SegmentationTransform:
         return SegmentationTransform(
             train=self.train, crop_size=self.crop_size, scale=self.scale, mean=self.mean, std=self.std,
-            augment=self.augment, ignore_index=self.ignore_index, rotate=self.rotate,
+            augment=self.augment, ignore_index=self.ignore_index, rotate=self.rotate, elastic=self.elastic,
         )
 
-    def set_rotation(self, degrees: float) -> SegmentationDataset:
-        """Rotate training crops by a random angle in ``[-degrees, degrees]`` (see :class:`SegmentationTransform`);
-        returns ``self``. Only a training split with ``augment`` rotates. 训练裁剪随机旋转（仅训练集且启用增强时）
+    def set_warp(self, rotate: float = 0.0, elastic: float = 0.0) -> SegmentationDataset:
+        """Rotate training crops by a random angle in ``[-rotate, rotate]`` degrees and deform them elastically
+        with displacements of standard deviation ``elastic`` pixels (see :class:`SegmentationTransform`); returns
+        ``self``. Only a training split with ``augment`` warps. 训练裁剪的随机旋转与弹性形变（仅训练集且启用增强时）
 
         Raises:
-            ConfigError: the data set was given its own ``transform`` (it would silently not rotate), or the angle
-                is outside [0, 180].
+            ConfigError: the data set was given its own ``transform`` (it would silently not warp), or a value is
+                out of range.
         """
-        if self._custom_transform and degrees:
-            raise ConfigError("rotate has no effect on a data set built with its own transform=; add the rotation "
-                              "to that transform instead, or leave rotate at 0.")
-        self.rotate = float(degrees)
+        if self._custom_transform and (rotate or elastic):
+            name = "rotate" if rotate else "elastic"
+            raise ConfigError(f"{name} has no effect on a data set built with its own transform=; add it to that "
+                              f"transform instead, or leave {name} at 0.")
+        self.rotate, self.elastic = float(rotate), float(elastic)
         if not self._custom_transform:
             self.transform = self._default_transform()
         return self

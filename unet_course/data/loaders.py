@@ -393,8 +393,9 @@ def _train_and_val_datasets(cfg, key: str) -> tuple[SegmentationDataset, Segment
                                  crop_size=cfg.crop_size, **common)
         # val_fraction=0：用全部图像训练、不做验证（best.pt 按训练损失选择）
         val_ds = build_dataset(key, root=cfg.data_dir, split="val", **common) if cfg.val_fraction > 0 else None
-    if getattr(cfg, "rotate", 0.0):                         # 任意角度旋转只作用于训练裁剪
-        train_ds.set_rotation(cfg.rotate)
+    rotate, elastic = getattr(cfg, "rotate", 0.0), getattr(cfg, "elastic", 0.0)
+    if rotate or elastic:                                   # 旋转与弹性形变只作用于训练裁剪
+        train_ds.set_warp(rotate=rotate, elastic=elastic)
     enhance = getattr(cfg, "enhance", "none")
     if enhance != "none":                                   # 对比度增强：训练与验证使用同一方法
         for ds in (train_ds, val_ds):
@@ -408,7 +409,7 @@ def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLo
     根据 TrainConfig 构建训练与验证数据加载器
 
     Honours ``dataset, data_dir, scale, crop_size, image_size, train_samples, val_samples, val_fraction,
-    samples_per_epoch, augment, rotate, num_workers, batch_size, seed, data_seed, ignore_index, in_channels, enhance``. The
+    samples_per_epoch, augment, rotate, elastic, num_workers, batch_size, seed, data_seed, ignore_index, in_channels, enhance``. The
     data sets split with :func:`~unet_course.config.data_seed_of` (``data_seed``, else ``seed``). The training loader
     shuffles with its own ``torch.Generator`` seeded by ``cfg.seed``; the caller can reseed it per epoch through
     ``train_loader.generator.manual_seed(...)`` for exact resumption (with ``samples_per_epoch`` the same

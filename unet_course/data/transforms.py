@@ -9,12 +9,12 @@ antialiasing for the image, **nearest** for the mask, always.
 几何变换必须同时作用于图像和掩码，且掩码不能出现新的取值；缩放时图像用双线性（抗锯齿），掩码始终用最近邻
 
 Order (training): scale -> random crop (padding as needed) -> [random rotation by any angle, then the centre
-crop] -> flips -> 90-degree rotation -> to float in [0, 1] -> brightness / contrast / gamma on the image only ->
-``(x - mean) / std``. Evaluation keeps only the
-scale and the normalisation. Each call runs with one torch thread (restored afterwards): per-image operations
+crop] -> [elastic deformation, then the centre crop] -> flips -> 90-degree rotation -> to float in [0, 1] ->
+brightness / contrast / gamma on the image only -> ``(x - mean) / std``. Evaluation keeps only the scale and the
+normalisation. Each call runs with one torch thread (restored afterwards): per-image operations
 are too small to gain from threads, and on a busy 2-core machine the thread synchronisation made them 10x slower.
-训练时的顺序：缩放 -> 随机裁剪（必要时填充）->［任意角度旋转后取中心］-> 翻转 -> 90 度旋转 -> 转为浮点 ->
-仅对图像做亮度/对比度/gamma -> 归一化；
+训练时的顺序：缩放 -> 随机裁剪（必要时填充）->［任意角度旋转后取中心］->［弹性形变后取中心］-> 翻转 ->
+90 度旋转 -> 转为浮点 -> 仅对图像做亮度/对比度/gamma -> 归一化；
 每次调用期间只用一个 torch 线程
 """
 
@@ -69,6 +69,49 @@ class RandomRot90(v2.Transform):
         return tv_tensors.wrap(torch.rot90(inpt, params["k"], dims=(-2, -1)), like=inpt)
 
 
+def elastic_margin(sigma: float) -> int:
+    """Pixels added on each side of a crop that :class:`RandomElastic` deforms: ``ceil(3 * sigma)``, so that
+    displacements up to three standard deviations still find image pixels. 弹性形变前每侧多裁剪的像素数
+
+    >>> elastic_margin(4), elastic_margin(0)
+    (12, 0)
+    """
+    return math.ceil(3.0 * float(sigma))
+
+
+class RandomElastic(v2.Transform):
+    """Smooth random deformation of image and mask together, as in the U-Net paper: random displacements on a
+    coarse ``grid x grid`` lattice, interpolated bicubically to one displacement per pixel.
+    随机平滑形变（U-Net 论文的做法）：在粗网格上随机采样位移，再双三次插值到每个像素；图像与掩码同步
+
+    Args:
+        sigma: standard deviation of each coarse displacement, in pixels (the paper: 10 on 572-pixel tiles).
+            粗网格位移的标准差（像素）
+        grid: control points per side (the paper: 3). 每边控制点数
+        fill: value for pixels moved in from outside, per type, e.g. ``{tv_tensors.Mask: 255}``. 越界像素填充值
+    """
+
+    def __init__(self, sigma: float, grid: int = 3, fill: dict | None = None) -> None:
+        super().__init__()
+        self.sigma = float(sigma)
+        self.grid = int(grid)
+        self.fill = fill or {}
+
+    def make_params(self, flat_inputs: list) -> dict:
+        h, w = next(x.shape[-2:] for x in flat_inputs if isinstance(x, torch.Tensor))
+        coarse = torch.randn(1, 2, self.grid, self.grid) * self.sigma            # (1, 2, g, g) (dx, dy) in pixels
+        field = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic",
+                                                align_corners=True)             # (1, 2, H, W) one per pixel
+        to_unit = torch.tensor([2.0 / w, 2.0 / h])                              # pixels -> grid_sample's [-1, 1]
+        return {"displacement": field.permute(0, 2, 3, 1) * to_unit}            # (1, H, W, 2) as F.elastic takes
+
+    def transform(self, inpt, params: dict):
+        # the mask kernel of F.elastic always interpolates by nearest neighbour 掩码始终用最近邻插值
+        fill = next((v for kind, v in self.fill.items() if isinstance(inpt, kind)), None)
+        return F.elastic(inpt, params["displacement"], interpolation=v2.InterpolationMode.BILINEAR,
+                         fill=None if fill is None else [float(fill)])
+
+
 class RandomGamma(v2.Transform):
     """Gamma correction with a random exponent, image only (masks pass through).
     随机 gamma 校正，仅作用于图像
@@ -108,6 +151,9 @@ class SegmentationTransform:
             centre ``crop_size`` square is kept after the rotation, so no corner of the patch is empty; the image
             is interpolated bilinearly, the mask by nearest neighbour. 随机旋转角度范围（度）；先裁剪更大的窗口，
             旋转后取中心，使图块没有空角；图像双线性插值，掩码最近邻
+        elastic: also deform by :class:`RandomElastic` with this ``sigma`` in pixels (0: off; needs ``augment``),
+            after the rotation. With a ``crop_size`` the window is :func:`elastic_margin` larger on each side and
+            the centre ``crop_size`` square is kept. 弹性形变的位移标准差（像素，0 为关闭）；同样先裁剪更大的窗口
 
     Returns (when called):
         ``image`` float32 ``(C, h, w)`` and ``target`` int64 ``(h, w)`` (or ``None`` when no target was given).
@@ -122,13 +168,15 @@ class SegmentationTransform:
     def __init__(self, train: bool = False, crop_size: int | None = None, scale: float = 1.0,
                  mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.25,), augment: bool = True,
                  ignore_index: int = 255, jitter: float = 0.2, gamma: tuple[float, float] = (0.8, 1.25),
-                 rotate: float = 0.0) -> None:
+                 rotate: float = 0.0, elastic: float = 0.0) -> None:
         if not (0.0 < float(scale) <= 4.0):
             raise ConfigError(f"scale must be in (0, 4], got {scale!r}.")
         if crop_size is not None and int(crop_size) < 1:
             raise ConfigError(f"crop_size must be a positive number of pixels or None, got {crop_size!r}.")
         if not (0.0 <= float(rotate) <= 180.0):
             raise ConfigError(f"rotate must be an angle in [0, 180] degrees, got {rotate!r}.")
+        if not (0.0 <= float(elastic) <= 64.0):
+            raise ConfigError(f"elastic must be a displacement in [0, 64] pixels, got {elastic!r}.")
         if len(mean) != len(std) or any(s <= 0 for s in std):
             raise ConfigError(f"mean {tuple(mean)} and std {tuple(std)} must have the same length and std > 0.")
         self.train = bool(train)
@@ -141,16 +189,21 @@ class SegmentationTransform:
         self.jitter = float(jitter)
         self.gamma = gamma
         self.rotate = float(rotate) if (self.train and self.augment) else 0.0
+        self.elastic = float(elastic) if (self.train and self.augment) else 0.0
         fill = {tv_tensors.Image: 0, tv_tensors.Mask: self.ignore_index}
-        window = rotation_margin(self.crop_size) if (self.crop_size and self.rotate) else self.crop_size
+        # each warp needs a larger window, cut first and trimmed after it 每种形变先裁剪更大的窗口，形变后再取中心
+        bent = self.crop_size + 2 * elastic_margin(self.elastic) if self.crop_size else None
+        window = rotation_margin(bent) if (bent and self.rotate) else bent
         self._crop = (v2.RandomCrop(window, pad_if_needed=True, fill=fill)
                       if (self.train and self.crop_size) else None)
-        self._rotation = None
-        if self.rotate:                                   # 旋转较大的窗口，再取中心的 crop_size 方块
-            steps = [v2.RandomRotation(self.rotate, interpolation=v2.InterpolationMode.BILINEAR, fill=fill)]
-            if self.crop_size:
-                steps.append(v2.CenterCrop(self.crop_size))
-            self._rotation = v2.Compose(steps)
+        warps = []
+        if self.rotate:                                   # 旋转较大的窗口，再取中心
+            warps += [v2.RandomRotation(self.rotate, interpolation=v2.InterpolationMode.BILINEAR, fill=fill)]
+            warps += [v2.CenterCrop(bent)] if bent else []
+        if self.elastic:                                  # 弹性形变，再取中心的 crop_size 方块
+            warps += [RandomElastic(self.elastic, fill=fill)]
+            warps += [v2.CenterCrop(self.crop_size)] if bent else []
+        self._warp = v2.Compose(warps) if warps else None
         self._geometry = (v2.Compose([v2.RandomHorizontalFlip(0.5), v2.RandomVerticalFlip(0.5), RandomRot90()])
                           if (self.train and self.augment) else None)
         self._colour = (v2.Compose([v2.ColorJitter(brightness=self.jitter, contrast=self.jitter), RandomGamma(gamma)])
@@ -158,7 +211,9 @@ class SegmentationTransform:
 
     def __repr__(self) -> str:
         return (f"SegmentationTransform(train={self.train}, crop_size={self.crop_size}, scale={self.scale}, "
-                f"augment={self.augment}, rotate={self.rotate}, mean={self.mean}, std={self.std}, "
+                f"augment={self.augment}, rotate={self.rotate}, "
+                + (f"elastic={self.elastic}, " if self.elastic else "")
+                + f"mean={self.mean}, std={self.std}, "
                 f"ignore_index={self.ignore_index})")
 
     def __call__(self, image: np.ndarray, target: np.ndarray | None = None
@@ -194,7 +249,7 @@ class SegmentationTransform:
             img = F.resize(img, size, interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
             if tgt is not None:
                 tgt = F.resize(tgt, size, interpolation=v2.InterpolationMode.NEAREST)  # 掩码只能用最近邻
-        for step in (self._crop, self._rotation, self._geometry):
+        for step in (self._crop, self._warp, self._geometry):
             if step is not None:
                 if tgt is None:
                     img = step(img)
