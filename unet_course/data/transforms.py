@@ -88,17 +88,8 @@ class RandomElastic(v2.Transform):
         sigma: standard deviation of each coarse displacement, in pixels (the paper: 10 on 572-pixel tiles).
             粗网格位移的标准差（像素）
         grid: control points per side (the paper: 3). 每边控制点数
-        fill: value for pixels moved in from outside, per type, e.g. ``{tv_tensors.Mask: 255}``; the mask's
-            value (255 if none is given) also marks pixels whose label the warp made unsure. 越界像素填充值
-
-    The image is interpolated bilinearly. The mask is not resampled by nearest neighbour, which breaks a 1-pixel
-    line into offset pieces: each label's share of a pixel is warped like the image, and a pixel keeps the label
-    with at least :attr:`certain` (0.75) of it, else it gets the mask's fill value (``ignore_index``).
-    图像双线性插值；掩码按标签占比形变，占比不足 0.75 的像素记为忽略（不用最近邻，避免细线断裂）
+        fill: value for pixels moved in from outside, per type, e.g. ``{tv_tensors.Mask: 255}``. 越界像素填充值
     """
-
-    #: a warped mask pixel keeps the label that covers at least this share of it, else it is ignored 标签占比下限
-    certain = 0.75
 
     def __init__(self, sigma: float, grid: int = 3, fill: dict | None = None) -> None:
         super().__init__()
@@ -115,24 +106,10 @@ class RandomElastic(v2.Transform):
         return {"displacement": field.permute(0, 2, 3, 1) * to_unit}            # (1, H, W, 2) as F.elastic takes
 
     def transform(self, inpt, params: dict):
+        # the mask kernel of F.elastic always interpolates by nearest neighbour 掩码始终用最近邻插值
         fill = next((v for kind, v in self.fill.items() if isinstance(inpt, kind)), None)
-        if isinstance(inpt, tv_tensors.Mask):
-            return self._warp_labels(inpt, params["displacement"], 255 if fill is None else int(fill))
         return F.elastic(inpt, params["displacement"], interpolation=v2.InterpolationMode.BILINEAR,
                          fill=None if fill is None else [float(fill)])
-
-    def _warp_labels(self, mask: torch.Tensor, displacement: torch.Tensor, unsure: int) -> torch.Tensor:
-        # Nearest-neighbour warping breaks a 1-pixel line into offset pieces that no longer match the bilinearly
-        # warped image. Instead each label's share of a pixel is warped like the image, and a pixel keeps a label
-        # only where that label holds at least `certain` of it; the rest becomes `unsure` (ignore_index).
-        # 最近邻会把 1 像素宽的线打断；改为对每个标签的占比做双线性形变，占比不足 certain 的像素记为忽略
-        values = mask.unique()                                                  # (K,) labels present
-        planes = (mask.as_subclass(torch.Tensor)[None] == values[:, None, None]).float()   # (K, H, W) indicators
-        shares = F.elastic(planes, displacement, interpolation=v2.InterpolationMode.BILINEAR,
-                           fill=[0.0])                                          # (K, H, W) each label's share
-        share, index = shares.max(0)                                            # (H, W) the largest share, its label
-        labels = torch.where(share >= self.certain, values[index], torch.full_like(values[index], unsure))
-        return tv_tensors.wrap(labels, like=mask)                               # (H, W) int64
 
 
 class RandomGamma(v2.Transform):
