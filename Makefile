@@ -72,7 +72,7 @@ bench: $(STAMP)
 
 # ruff, then the import layers of pyproject.toml ([tool.importlinter]). 代码风格检查与导入分层检查
 lint: $(STAMP)
-	$(BIN)/ruff check unet_course tests
+	$(BIN)/ruff check unet_course tests notebooks kaggle
 	$(BIN)/lint-imports
 
 clean:
