@@ -342,10 +342,11 @@ def test_a_worker_does_not_report_the_connection_the_stopping_main_process_dropp
     file-descriptor server lost the stopping main process mid-batch) after the stop message; other errors still
     show. 主进程停止时工作进程的连接错误不再打印回溯，其他错误照常显示
     """
-    from unet_course.data import loaders
+    from unet_course.data import workers
 
     monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)
-    loaders._init_worker(0)                                      # what each DataLoader worker runs first
+    monkeypatch.setattr(workers, "_ACTIVE", None)                # restored after the test 测试后恢复
+    workers.WorkerSetup()(0)                                     # what each DataLoader worker runs first
     sys.excepthook(ConnectionResetError, ConnectionResetError(104, "Connection reset by peer"), None)
     sys.excepthook(EOFError, EOFError(), None)
     assert capsys.readouterr().err == ""

@@ -21,6 +21,7 @@ from .enhance import ENHANCED_MEAN, ENHANCED_STD, check_method, enhance_image, e
 from .io import match_channels
 from .masks import values_to_indices
 from .transforms import SegmentationTransform
+from .workers import sync_worker_rng
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -285,6 +286,14 @@ class SegmentationDataset(Dataset):
         if y is not None:
             item["mask"] = y.to(torch.int64)
         return item
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        """The items of one batch, as ``DataLoader`` fetches them. In a worker of the package's loaders the random
+        state is first brought to the current epoch (:func:`~unet_course.data.workers.sync_worker_rng`), so an
+        epoch's augmentations do not depend on the epochs before it. 一个批量的样本；工作进程中先对齐本轮的随机状态
+        """
+        sync_worker_rng()
+        return [self[i] for i in indices]
 
     def describe(self) -> dict:
         """Plain-types summary (for logs, notebooks and checkpoints). 基本类型组成的摘要"""

@@ -24,14 +24,11 @@ from __future__ import annotations
 
 import inspect
 import os
-import random
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import TracebackType
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler, default_collate
 
@@ -42,6 +39,7 @@ from .drive import DRIVEDataset
 from .folder import CarvanaDataset, FolderPairs
 from .isbi import ISBI2012Dataset
 from .synthetic import SyntheticSegmentation
+from .workers import WorkerSetup
 
 __all__ = ["DATASETS", "DataInfo", "build_dataset", "build_loaders", "check_folds", "dataset_options", "resolve_num_workers",
            "split_indices", "collate_segmentation", "SegmentationLoader", "worker_free_message"]
@@ -265,27 +263,6 @@ def collate_segmentation(batch: list[dict]) -> dict:
     return default_collate(batch)
 
 
-def _init_worker(worker_id: int) -> None:
-    """Set up each worker: seed NumPy and ``random`` from torch's per-worker seed, and keep quiet when the main
-    process goes away mid-transfer. 初始化工作进程：设置随机种子；主进程在传输中途退出时不打印回溯
-
-    A worker hands each batch's tensors to the main process as file descriptors, served by a thread of its own.
-    When training stops (Ctrl-C, SIGTERM) while the main process is taking a batch, that thread finds the
-    connection reset and printed a ``ConnectionResetError`` traceback after the stop message (about one stop in
-    fifteen with two workers). The main process has already said why it stopped, so the worker reports connection
-    errors no more; any other error is shown as before.
-    """
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-    sys.excepthook = _quiet_lost_connection
-
-
-def _quiet_lost_connection(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
-    if not issubclass(kind, ConnectionError | EOFError):           # 主进程已退出时的连接错误不再报告
-        sys.__excepthook__(kind, value, tb)
-
-
 def worker_free_message(exc: BaseException) -> str | None:
     r"""The original message of an error torch re-raised from a worker, or None if ``exc`` was not wrapped.
     从 torch 重新抛出的工作进程错误中取回原始消息；未被包装时返回 None
@@ -352,6 +329,12 @@ class SegmentationLoader(DataLoader):
     """
 
     def __iter__(self) -> Iterator:
+        if self.persistent_workers and self._iterator is not None and self.generator is not None:
+            # A new iterator takes one draw from the generator (its workers' base seed) before the shuffle; the
+            # persistent one, reused from the second epoch on, does not. Take it anyway, so each epoch's shuffle
+            # is the same as with a new iterator, and a run resumed at this epoch (new workers) replays it.
+            # 复用的常驻迭代器不再抽取基础种子；照样抽取一次，使每轮的打乱与新迭代器（以及续训）一致
+            torch.empty((), dtype=torch.int64).random_(generator=self.generator)
         return _CleanErrors(super().__iter__())
 
 
@@ -457,7 +440,7 @@ def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLo
     dev = torch.device(device) if device is not None else None
     pin = dev is not None and dev.type == "cuda"
     loader_kw = dict(num_workers=workers, pin_memory=pin, collate_fn=collate_segmentation,
-                     worker_init_fn=_init_worker if workers > 0 else None, persistent_workers=workers > 0)
+                     worker_init_fn=WorkerSetup() if workers > 0 else None, persistent_workers=workers > 0)
     train_loader = SegmentationLoader(train_ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                               generator=generator, drop_last=epoch_size > cfg.batch_size, **loader_kw)
     val_loader = None

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from .. import distributed
 from ..config import TrainConfig
 from ..data import build_loaders
+from ..data.workers import WorkerSetup
 from ..distributed import epoch_seed
 from ..env import default_out_dir, is_interactive
 from ..errors import CheckpointError, ConfigError
@@ -86,8 +87,10 @@ def reseed_epoch(loader: DataLoader | None, seed: int, epoch: int, rank: int = 0
     每轮开始时重设 Python、NumPy、torch 以及数据加载器打乱顺序所用的随机数发生器
 
     The shuffle order, the augmentations and the worker seeds of epoch ``e`` then depend only on
-    ``(seed, e)``, not on what ran before, so a run resumed at epoch ``e`` replays it exactly.
-    第 e 轮的打乱顺序、数据增强与工作进程种子只取决于 (seed, e)，因此从第 e 轮续训能精确重现
+    ``(seed, e)``, not on what ran before, so a run resumed at epoch ``e`` replays it exactly. Persistent
+    DataLoader workers get the seed through their :class:`~unet_course.data.workers.WorkerSetup`.
+    第 e 轮的打乱顺序、数据增强与工作进程种子只取决于 (seed, e)，因此从第 e 轮续训能精确重现；
+    常驻工作进程通过 WorkerSetup 得到种子
     """
     s = epoch_seed(seed, epoch, rank)
     random.seed(s)
@@ -100,6 +103,9 @@ def reseed_epoch(loader: DataLoader | None, seed: int, epoch: int, rank: int = 0
         for g in generators.values():
             g.manual_seed(s)
         distributed.set_epoch(loader, epoch)  # 分布式采样器按 (seed, epoch) 抽取本轮索引
+        setup = getattr(loader, "worker_init_fn", None)
+        if isinstance(setup, WorkerSetup):    # 常驻工作进程在本轮第一个样本前据此重设随机状态
+            setup.start_epoch(s)
     return s
 
 
