@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, did_you_mean
-from .rules import check_scale, check_threshold, check_tile, check_training_size, is_number
+from .rules import check_scale, check_threshold, check_tile, check_training_size, check_warp, is_number
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULERS = ("plateau", "cosine", "poly", "none")
@@ -242,10 +242,8 @@ class TrainConfig:
         check_scale(self.scale)
         if self.crop_size is not None and self.crop_size < 8:
             raise ConfigError(f"crop_size must be >= 8 pixels (or None), got {self.crop_size!r}.")
-        if not (0.0 <= self.rotate <= 180.0):
-            raise ConfigError(f"rotate must be an angle in [0, 180] degrees, got {self.rotate!r}.")
-        if not (0.0 <= self.elastic <= 64.0):
-            raise ConfigError(f"elastic must be a displacement in [0, 64] pixels, got {self.elastic!r}.")
+        for name in ("rotate", "elastic"):
+            check_warp(name, getattr(self, name))
         check_threshold(self.threshold)
         if self.predict_tile is not None:
             check_tile(self.predict_tile, self.depth, "predict_tile")

@@ -1,5 +1,5 @@
 """The value rules: one function per kind of setting that several places check (a scale, a threshold, a tile,
-a training batch's size), each naming the flag or field at fault in its message.
+a training batch's size, a warp of the training crops), each naming the flag or field at fault in its message.
 取值规则：多处都要检查的设置（缩放比例、阈值、切片、训练批次大小）各有一个函数，消息中写明出错的参数
 
 :class:`~unet_course.config.TrainConfig`, the command line, prediction and the bench all call these, so a value is
@@ -54,6 +54,33 @@ def check_scale(value: Any, name: str = "scale") -> float:
     """
     if not is_number(value) or not math.isfinite(value) or not (0.0 < value <= MAX_SCALE):
         raise ConfigError(f"{name} must be in (0, {MAX_SCALE:g}], got {value!r}.")
+    return float(value)
+
+
+#: The largest value of each warp of the training crops: degrees for ``rotate``, pixels for ``elastic``. 形变上限
+WARP_LIMITS = {"rotate": (180.0, "an angle in [0, 180] degrees"), "elastic": (64.0, "a displacement in [0, 64] pixels")}
+
+
+def check_warp(name: str, value: Any) -> float:
+    """The one rule for the random warps of training crops: ``rotate`` in [0, 180] degrees, ``elastic`` (the
+    displacements' standard deviation) in [0, 64] pixels; 0 switches a warp off. 训练裁剪形变参数的取值规则
+
+    Returns:
+        ``value`` as a float.
+
+    Raises:
+        ConfigError: not a number, or out of range.
+
+    >>> check_warp("rotate", 30)
+    30.0
+    >>> check_warp("elastic", -1)
+    Traceback (most recent call last):
+    ...
+    unet_course.errors.ConfigError: elastic must be a displacement in [0, 64] pixels, got -1.
+    """
+    top, rule = WARP_LIMITS[name]
+    if not is_number(value) or not (0.0 <= value <= top):
+        raise ConfigError(f"{name} must be {rule}, got {value!r}.")
     return float(value)
 
 

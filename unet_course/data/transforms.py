@@ -30,6 +30,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from ..errors import ConfigError, DataError
+from ..rules import check_warp
 from .io import match_channels
 
 
@@ -177,10 +178,7 @@ class SegmentationTransform:
             raise ConfigError(f"scale must be in (0, 4], got {scale!r}.")
         if crop_size is not None and int(crop_size) < 1:
             raise ConfigError(f"crop_size must be a positive number of pixels or None, got {crop_size!r}.")
-        if not (0.0 <= float(rotate) <= 180.0):
-            raise ConfigError(f"rotate must be an angle in [0, 180] degrees, got {rotate!r}.")
-        if not (0.0 <= float(elastic) <= 64.0):
-            raise ConfigError(f"elastic must be a displacement in [0, 64] pixels, got {elastic!r}.")
+        rotate, elastic = check_warp("rotate", rotate), check_warp("elastic", elastic)
         if len(mean) != len(std) or any(s <= 0 for s in std):
             raise ConfigError(f"mean {tuple(mean)} and std {tuple(std)} must have the same length and std > 0.")
         self.train = bool(train)
