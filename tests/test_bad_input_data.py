@@ -18,6 +18,7 @@ from unet_course.config import TrainConfig
 from unet_course.data import FolderPairs, SegmentationLoader, build_dataset, build_loaders, read_image
 from unet_course.data import folder as folder_module
 from unet_course.errors import ConfigError, DataError
+from unet_course.training import fit
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -315,3 +316,26 @@ def test_inspect_names_a_colour_stack(tmp_path: Path):
     tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((4, 16, 16, 3), np.uint8), photometric="rgb")
     with pytest.raises(DataError, match=r"rgb\.tif' has pages of shape \(16, 16, 3\)"):
         inspect_masks(tmp_path / "rgb.tif", warn=False)
+
+
+def test_masks_holding_one_value_are_refused_and_inspect_says_so(tmp_path: Path):
+    """Empty masks (an export that lost its labels) made one class, and training stopped in the loss with a message
+    about logits and channels. 全为同一取值的掩码：以前在损失函数中才报出与通道数有关的错误
+    """
+    from unet_course.data.masks import inspect_masks
+
+    imgs, masks = _pairs(tmp_path / "data", n=4)
+    for m in masks.iterdir():
+        m.write_bytes(_png(np.zeros((16, 20), np.uint8)))
+    before = _snapshot(tmp_path)
+    with pytest.raises(DataError, match=r"all 4 masks hold only the value 0.*nothing to segment.*mask_values"):
+        FolderPairs(imgs, masks)
+    with pytest.raises(ConfigError, match=r"1 class \(mask_values \[0\]\).*at least 2"):
+        fit(TrainConfig(dataset="folder", data_dir=str(tmp_path / "data"), epochs=1, batch_size=1, num_workers=0,
+                        dataset_options={"mask_values": [0]}, out_dir=str(tmp_path / "run"), progress="none"))
+    assert FolderPairs(imgs, masks, mask_values=[0, 255]).n_classes == 2   # the fix the message names
+    report = inspect_masks(masks, warn=False)
+    assert any("only the value 0" in w for w in report.warnings)
+    with pytest.raises(DataError, match=r"subfolders 'images/', 'masks/' hold image files.*data/masks'"):
+        inspect_masks(tmp_path / "data", warn=False)
+    assert _snapshot(tmp_path) == before

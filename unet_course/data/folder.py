@@ -292,6 +292,16 @@ class FolderPairs(SegmentationDataset):
         key = ("folder-values", str(masks_dir.resolve()), self.mask_suffix, len(self.all_pairs), max_scan)
         values = discover_mask_values((self._read_mask(mk) for _, _, mk in scan),
                                       names=[self.masks_src.label(mk) for _, _, mk in scan], cache_key=key)
+        if len(values) < 2:  # 只有一种取值：没有可分割的前景
+            where = f"all {len(scan)} masks" if len(scan) > 1 else "the only mask"
+            if len(scan) < len(self.all_pairs):
+                where = f"{len(scan)} evenly spaced masks of {len(self.all_pairs)} (max_scan={max_scan})"
+            raise DataError(
+                f"Masks in {str(masks_dir)!r}: {where} hold only the value {values[0]}, so there is one class and "
+                "nothing to segment. Check that these are the label files (an export that lost its labels writes "
+                "empty masks); if the foreground is real but rare, name the values, e.g. "
+                "--dataset-options '{\"mask_values\": [0, 255]}' (mask_values=[0, 255])."
+            )
         if len(values) > max_classes:
             raise DataError(
                 f"Masks in {str(masks_dir)!r} hold {len(values)} distinct values "

@@ -318,12 +318,23 @@ def _mask_sources(masks) -> tuple[list, list[str]]:
         if folder.is_dir():
             paths = sorted(p for p in folder.iterdir() if is_image_file(p))
             if not paths:
-                raise DataError(f"No mask files found in {str(folder)!r}.")
+                raise DataError(f"No mask files found in {str(folder)!r}.{_subfolder_hint(folder)}")
             return _pages(paths)
         return _pages([folder])
     items = list(masks)
     names = [Path(m).name if isinstance(m, str | Path) else f"mask[{i}]" for i, m in enumerate(items)]
     return items, names
+
+
+def _subfolder_hint(folder: Path) -> str:
+    """Name the subfolders that hold image files (a data set's root was given instead of its masks folder)."""
+    subs = sorted(d for d in folder.iterdir() if d.is_dir() and any(is_image_file(p) for p in d.iterdir()))
+    if not subs:
+        return ""
+    masky = [d for d in subs if "mask" in d.name.lower() or "label" in d.name.lower() or "manual" in d.name.lower()]
+    pick = (masky or subs)[0]
+    return (f" Its subfolders {', '.join(repr(d.name + '/') for d in subs[:6])} hold image files; pass the masks "
+            f"folder itself, e.g. {str(pick)!r}.")
 
 
 def inspect_masks(masks, *, ignore_index: int = 255, max_files: int | None = None, warn: bool = True) -> MaskReport:
@@ -380,6 +391,12 @@ def _diagnose(values: list[int], counts: list[int], ignore_index: int, mapping: 
     if not values:
         return out
     k = len(values)
+    if k == 1:
+        out.append(
+            f"Every scanned mask holds only the value {values[0]}: one class, nothing to segment (training refuses "
+            "such a folder). Check that these are the label files; an export that lost its labels writes empty "
+            "masks."
+        )
     if max(values) >= k:
         detail = f"equals ignore_index={ignore_index}, so those pixels would be silently ignored" if (
             ignore_index in values) else "would be an out-of-range class index"

@@ -148,7 +148,8 @@ def class_and_channel_counts(cfg: TrainConfig, info: Any) -> tuple[int, int]:
     本次运行的类别数与输入通道数（与数据核对）
 
     Raises:
-        ConfigError: ``cfg.n_classes`` disagrees with the masks, or binary mode on data without 2 classes.
+        ConfigError: fewer than 2 classes, ``cfg.n_classes`` disagrees with the masks, or binary mode on data
+            without 2 classes.
     """
     n_classes = int(cfg.n_classes or info.n_classes)
     in_channels = int(cfg.in_channels or info.in_channels)
@@ -156,6 +157,11 @@ def class_and_channel_counts(cfg: TrainConfig, info: Any) -> tuple[int, int]:
         raise ConfigError(
             f"n_classes={cfg.n_classes} but the data have {info.n_classes} classes (mask_values "
             f"{list(info.mask_values)}); drop --n-classes or fix the masks."
+        )
+    if n_classes < 2:
+        raise ConfigError(
+            f"The data have {n_classes} class (mask_values {list(info.mask_values)}): segmentation needs at least "
+            "2 (background and foreground). Pass every value the masks use, e.g. mask_values=[0, 255]."
         )
     if cfg.mode == "binary" and n_classes != 2:
         raise ConfigError(
