@@ -212,6 +212,9 @@ def test_builders():
         opt.step()
         step_scheduler(cos, None)
     assert lrs == pytest.approx([1.0, (1 + math.cos(math.pi / 4)) / 2, 0.5, (1 + math.cos(3 * math.pi / 4)) / 2])
+    # a warm-up as long as the run never reaches lr: said once, when the scheduler is built
+    with pytest.warns(UserWarning, match=r"warmup_epochs=2 is not shorter than the run \(2 epoch\(s\)\).*never"):
+        build_scheduler(opt, TrainConfig(scheduler="cosine", epochs=2, warmup_epochs=2))
 
 
 def test_callback_can_stop_training(tmp_path):

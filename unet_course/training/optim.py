@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -122,6 +123,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, *, highe
     if name in ("cosine", "poly"):
         epochs, warmup = int(cfg.epochs), int(cfg.warmup_epochs)
         total = total_epochs or (lambda: epochs)
+        if warmup >= total():  # 预热不短于整个训练：学习率一直在上升
+            warnings.warn(f"warmup_epochs={warmup} is not shorter than the run ({total()} epoch(s)): the learning "
+                          f"rate rises for the whole run, never reaches lr={cfg.lr:g} and never decays. Use fewer "
+                          "warm-up epochs (e.g. --warmup-epochs 0 for a short trial run) or more epochs.",
+                          UserWarning, stacklevel=2)
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, total(), name, warmup))
     if name == "none":
         return None
