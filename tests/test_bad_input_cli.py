@@ -66,6 +66,20 @@ def test_predict_refuses_two_inputs_with_the_same_stem(tmp_path, capsys):
     assert not out.exists() and _digest(inputs) == before               # 拒绝发生在任何工作之前
 
 
+def test_predict_refuses_an_output_file_name_for_its_output_folder(tmp_path, capsys):
+    """``-o mask.png`` made a folder called mask.png holding x.png. 以前 -o mask.png 会建出名为 mask.png 的目录"""
+    inputs = _images(tmp_path / "images", "x.png")
+    checkpoint = rgb_checkpoint(tmp_path)
+    out = tmp_path / "mask.png"
+    assert cli.main(["predict", "-m", str(checkpoint), "-i", str(inputs / "x.png"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "looks like a file name" in err and "mask.png/x.png" in err and f"{str(tmp_path / 'mask')!r}" in err
+    assert not out.exists()
+    out.mkdir()                                          # a folder that is already there is a folder: used
+    assert cli.main(["predict", "-m", str(checkpoint), "-i", str(inputs / "x.png"), "-o", str(out)]) == 0
+    assert (out / "x.png").is_file()
+
+
 def test_predict_on_a_full_disk_leaves_no_partial_mask(tmp_path, monkeypatch, capsys):
     inputs = _images(tmp_path / "images", "x.png")
     before = _digest(inputs)

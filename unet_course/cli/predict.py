@@ -220,9 +220,16 @@ def check_outputs(jobs: Sequence[Job], out_dir: Path) -> None:
     """Refuse any plan that would overwrite an input or write one file twice. 拒绝会覆盖输入或重复写入的计划
 
     Raises:
-        OutputError: ``out_dir`` is the folder of an input; an output resolves to an input file; two inputs
-            would write the same file (the message names both inputs).
+        OutputError: ``out_dir`` is a file name (``mask.png``) that is not a folder yet; ``out_dir`` is the folder
+            of an input; an output resolves to an input file; two inputs would write the same file (the message
+            names both inputs).
     """
+    if out_dir.suffix.lower() in (*IMAGE_EXTENSIONS, ".npy") and not out_dir.is_dir():
+        example = jobs[0].outputs["mask"].name if jobs else "<input name>.png"
+        raise OutputError(
+            f"{OUTPUT_FLAG} {str(out_dir)!r} looks like a file name, but it names the output folder: the mask "
+            f"would be written as {str(out_dir / example)!r}. Give a folder, e.g. {OUTPUT_FLAG} "
+            f"{str(out_dir.with_suffix(''))!r}; each mask takes its input's name.")
     target = out_dir.expanduser().resolve()
     inputs = {job.path.resolve(): job.path for job in jobs}
     beside = [str(p) for p in inputs.values() if p.resolve().parent == target]
