@@ -131,3 +131,10 @@ def test_cli_run_writes_output(tmp_path, capsys):
     assert printed["config"] == saved["config"]
     assert list(saved["modes"]) == ["fp32+cl"] and "infer" in saved["modes"]["fp32+cl"]
     assert saved["modes"]["fp32+cl"]["infer_speedup_vs_fp32"] is None   # 本次未测 fp32
+    assert run_cli(args) == 0                                # its own earlier report is replaced
+    other = tmp_path / "notes.json"
+    other.write_text('{"mine": 1}')
+    args.output = str(other)                                 # a file bench did not write is refused and kept
+    with pytest.raises(ConfigError, match="is an existing file that this command did not write"):
+        run_cli(args)
+    assert other.read_text() == '{"mine": 1}'

@@ -103,6 +103,13 @@ def test_train_then_evaluate_round_trip(tmp_path, capsys):
     report = tmp_path / "metrics.json"
     assert cli.main(["evaluate", str(out / "best.pt"), "--device", "cpu", "-o", str(report)]) == 0
     assert json.loads(report.read_text())["metrics"]["dice"] == result["metrics"]["dice"]
+    assert cli.main(["evaluate", str(out / "best.pt"), "--device", "cpu", "-o", str(report)]) == 0  # its own
+    # -o onto a file evaluate did not write (the checkpoint, the run's metrics.json) is refused, both kept
+    kept = {name: (out / name).read_bytes() for name in ("best.pt", "metrics.json")}
+    for name in kept:
+        assert cli.main(["evaluate", str(out / "best.pt"), "--device", "cpu", "-o", str(out / name)]) == 2
+        assert "is an existing file that this command did not write" in capsys.readouterr().err
+    assert {name: (out / name).read_bytes() for name in kept} == kept
     # 续训到第 3 轮
     assert cli.main(["train", *TINY, "--epochs", "3", "--out-dir", str(out), "--resume", "last"]) == 0
     assert load_checkpoint(out / "last.pt")["epoch"] == 3

@@ -26,7 +26,7 @@ import math
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -242,11 +242,35 @@ def checked_output_dir(path: str | os.PathLike, flag: str = "--out-dir") -> Iter
         raise
 
 
-def ensure_writable_file(path: str | os.PathLike, flag: str = "-o") -> Path:
+def ensure_writable_file(path: str | os.PathLike, flag: str = "-o", *, report_keys: Iterable[str] = ()) -> Path:
     """Check, before any work, that the file ``path`` can be written (its folder is created if needed).
-    工作开始前检查输出文件可写"""
+    工作开始前检查输出文件可写
+
+    An existing file is replaced only when it is a JSON report of the same kind, a JSON object holding every key
+    in ``report_keys`` (the command's earlier output); anything else, a checkpoint or a training run's
+    metrics.json, is refused rather than overwritten. 已存在的文件只有是同类 JSON 报告时才会被替换，其他文件拒绝覆盖
+
+    Raises:
+        ConfigError: ``path`` is a folder, or an existing file that is not such a report.
+        OutputError: the folder cannot be created or written.
+    """
     p = Path(path).expanduser()
     if p.is_dir():
         raise ConfigError(f"{str(p)!r} is a folder; {flag} needs a file name.")
+    if p.exists() and not _is_report(p, set(report_keys)):
+        raise ConfigError(f"{flag} {str(p)!r} is an existing file that this command did not write (not its JSON "
+                          "report), so it would be overwritten and lost. Give a new file name, or move that file "
+                          "away first.")
     ensure_writable_dir(p.parent if str(p.parent) else ".", flag)
     return p
+
+
+def _is_report(path: Path, keys: set[str]) -> bool:
+    """True when ``path`` is a JSON object holding all ``keys`` (an earlier report of the same command)."""
+    if not keys or path.stat().st_size > 256 * 2**20:
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and keys <= set(data)

@@ -26,6 +26,9 @@ from .options import DEVICE_HELP, positive_int
 
 HELP = "measure training/inference throughput and memory (JSON)"
 
+#: Keys of the JSON report; an existing --output file is replaced only when it holds them (an earlier report).
+#: JSON 报告的键：已存在的 --output 文件只有含这些键（之前的报告）时才会被替换
+REPORT_KEYS = ("device_name", "torch_version", "modes", "gflop_per_image")
 #: What Ctrl-C says. 中断时的消息
 INTERRUPTED = "interrupted: no report was written (the JSON is printed and written when every section has run)."
 
@@ -72,7 +75,7 @@ def run_cli(args: argparse.Namespace) -> int:
     ``--output`` is checked before the benchmark starts, so an unwritable path fails at once.
     --output 在测量开始前检查，不可写时立即报错
     """
-    output = ensure_writable_file(args.output, "--output") if args.output else None
+    output = ensure_writable_file(args.output, "--output", report_keys=REPORT_KEYS) if args.output else None
     modes = args.modes.split(",") if args.modes else None
     run_modes = getattr(args, "run_modes", True)
     levers = getattr(args, "levers", None)

@@ -35,6 +35,9 @@ from .predict import add_prediction_default_arguments, check_user_settings, pred
 
 HELP = "score a checkpoint on a dataset split (metrics table + JSON)"
 
+#: Keys of the JSON report; an existing -o file is replaced only when it holds them (an earlier report).
+#: JSON 报告的键：已存在的 -o 文件只有含这些键（之前的报告）时才会被替换
+REPORT_KEYS = ("checkpoint", "split", "metrics", "per_image")
 #: What Ctrl-C says. 中断时的消息
 INTERRUPTED = "interrupted: nothing was written (-o/--output is written only when scoring ends)."
 
@@ -64,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0. Errors are :class:`~unet_course.errors.UNetCourseError` subclasses, printed by the CLI.
     """
-    output = ensure_writable_file(args.output, "-o/--output") if args.output else None   # 评分前先检查
+    output = (ensure_writable_file(args.output, "-o/--output", report_keys=REPORT_KEYS)  # 评分前先检查
+              if args.output else None)
     settings = prediction_options(args)                             # 未给出的参数使用检查点的设置
     options.apply_data_root(args)
     device = pick_device(args.device)
