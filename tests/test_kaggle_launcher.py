@@ -66,6 +66,20 @@ def test_run_course_names_the_known_notebooks_when_none_match(tmp_path: Path):
     assert not (tmp_path / "run").exists()                   # refused before the run folder is made 未创建运行目录
 
 
+def test_the_notebooks_own_folder_is_refused_as_out_dir(tmp_path: Path, monkeypatch):
+    """``course --out-dir notebooks`` wrote each executed notebook over its committed source.
+    以前 --out-dir 指向 notebook 目录时，执行后的副本会覆盖源 notebook
+    """
+    source = _tiny_course(tmp_path / "src")
+    before = (source / "01_tiny.ipynb").read_bytes()
+    monkeypatch.chdir(tmp_path)
+    for out_dir in (source, "src", "./src/", tmp_path / "x" / ".." / "src"):
+        with pytest.raises(ConfigError, match="is the folder of the notebooks being run"):
+            run_course(out_dir=out_dir, notebook_dir=source)
+    assert (source / "01_tiny.ipynb").read_bytes() == before and sorted(p.name for p in source.iterdir()) == [
+        "01_tiny.ipynb"]
+
+
 def test_a_parameter_no_notebook_declares_is_refused_before_anything_runs(tmp_path: Path, capsys):
     """papermill only warns about an unknown parameter and runs on; a misspelt ``-p epoch=3`` went unnoticed.
     papermill 对未知参数只给警告；拼错的参数以前不会被发现

@@ -153,7 +153,8 @@ def run_course(
     每个 notebook 以运行目录为工作目录，所写文件都在 out_dir 之下；源目录可以只读（如 Kaggle 输入目录）
 
     Args:
-        out_dir: run folder; default ``runs/course-<YYYYmmdd-HHMMSS>`` (on Kaggle under ``/kaggle/working``).
+        out_dir: run folder; default ``runs/course-<YYYYmmdd-HHMMSS>`` (on Kaggle under ``/kaggle/working``); never
+            the notebooks' own folder, whose files the executed copies would overwrite.
         parameters: papermill parameters given to every notebook (each notebook ignores the ones it lacks; a
             name that no course notebook declares is refused, see :func:`check_parameters`).
         notebooks: names or stems to run (default: all five).
@@ -172,6 +173,10 @@ def run_course(
         if not paths:
             known = [p.stem for p in course_notebooks(source)]
             raise ConfigError(f"No notebook matches {sorted(wanted)}; known: {known}.")
+    if out_dir is not None and Path(out_dir).expanduser().resolve() == source.expanduser().resolve():
+        raise ConfigError(f"--out-dir {str(out_dir)!r} is the folder of the notebooks being run; their executed "
+                          "copies would overwrite them. Choose another --out-dir (the default is "
+                          "runs/course-<time>).")
     run_dir = ensure_writable_dir(out_dir or default_out_dir(time.strftime("course-%Y%m%d-%H%M%S"))).resolve()
     results_file = run_dir / "results.jsonl"
     results_file.write_text("")
