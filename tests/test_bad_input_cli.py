@@ -80,6 +80,42 @@ def test_predict_refuses_an_output_file_name_for_its_output_folder(tmp_path, cap
     assert (out / "x.png").is_file()
 
 
+def test_predict_replaces_its_own_outputs_but_never_a_file_it_did_not_write(tmp_path, capsys):
+    """``--input-dir data/images -o data/masks`` wrote the predictions over the label masks of the same names.
+    以前输出目录中与输入同名的标签掩码会被预测结果覆盖
+    """
+    import tifffile
+
+    inputs = _images(tmp_path / "data" / "images", "x.png", "y.png")
+    tifffile.imwrite(inputs / "z.tif", np.random.default_rng(0).integers(0, 255, (2, 16, 16, 3), dtype=np.uint8),
+                     photometric="rgb")
+    checkpoint = rgb_checkpoint(tmp_path)
+    labels = tmp_path / "data" / "masks"
+    labels.mkdir()
+    (labels / "x.png").write_bytes((inputs / "x.png").read_bytes())      # a label named like its image
+    before = (_digest(inputs), _digest(labels))
+    args = ["predict", "-m", str(checkpoint), "--input-dir", str(inputs), "--viz", "--save-probs"]
+    assert cli.main([*args, "-o", str(labels)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds" in err and "masks/x.png'" in err and "did not write" in err and "another" in err
+    assert (_digest(inputs), _digest(labels)) == before                  # refused before any work: nothing new
+    out = tmp_path / "pred"
+    assert cli.main([*args, "-o", str(out)]) == 0
+    first = _digest(out)
+    assert len(first) == 9                                               # mask, overlay, probs for 3 inputs
+    assert cli.main([*args, "-o", str(out)]) == 0                        # a re-run replaces its own outputs
+    assert set(_digest(out)) == set(first)
+    capsys.readouterr()
+    (out / "y_prob.npy").unlink()
+    (out / "y.png").write_bytes((inputs / "y.png").read_bytes())         # now someone else's y.png
+    np.save(out / "y_prob.npy", np.zeros(3))                             # and a .npy beside it
+    foreign = {name: (out / name).read_bytes() for name in ("y.png", "y_prob.npy")}
+    assert cli.main([*args, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "pred/y.png'" in err and "pred/y_prob.npy'" in err and "x.png" not in err
+    assert {name: (out / name).read_bytes() for name in foreign} == foreign
+
+
 def test_predict_on_a_full_disk_leaves_no_partial_mask(tmp_path, monkeypatch, capsys):
     inputs = _images(tmp_path / "images", "x.png")
     before = _digest(inputs)

@@ -7,13 +7,16 @@ input page. ``--viz`` adds ``<name>_overlay.png``, ``--save-probs`` adds ``<name
 ``(N, K, H, W)`` for a stack).
 输出与输入同名：单张图写 PNG，多页 TIFF 写同名的多页 TIFF；--viz 额外写叠加图，--save-probs 写概率
 
-predict never overwrites an input or one of its own outputs. Before any work it refuses an ``-o/--output`` that is
-the folder of an input, an output name that resolves to an input file, and two inputs that would write the same
-file (``x.jpg`` and ``x.png`` both give ``x.png``); every message names the files and the fix. Each file is
+predict never overwrites an input or a file it did not write. Before any work it refuses an ``-o/--output`` that
+is the folder of an input, an output name that resolves to an input file or to an existing file without predict's
+mark (:data:`MARK`, in every PNG and TIFF it writes: a label mask beside the images, another tool's result), and two
+inputs that would write the same file (``x.jpg`` and ``x.png`` both give ``x.png``); every message names the files
+and the fix. Its own earlier outputs are replaced. Each file is
 written atomically (:func:`unet_course.files.write_with`): a full disk leaves no partial or 0-byte mask, and the
 error names the folder and its free space. An input that cannot be read is skipped and named, the others are
 still predicted, and the run ends with exit code 2 and the list of skipped files.
-predict 不会覆盖输入文件或自己的其他输出：开始前就拒绝与输入同目录的 -o/--output、会解析到输入文件的输出名，
+predict 不会覆盖输入文件或不是它写的文件：开始前就拒绝与输入同目录的 -o/--output、会解析到输入文件或无 predict 标记的
+已有文件（如标签掩码）的输出名，
 以及会写同一文件的两个输入（如 x.jpg 与 x.png）；每个文件原子写入，磁盘已满时不留下 0 字节文件；
 无法读取的输入被跳过并在结束时列出（退出码 2）
 
@@ -42,7 +45,7 @@ from typing import Any
 
 import numpy as np
 import tifffile
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from ..checkpoint import load_model
 from ..data.io import IMAGE_EXTENSIONS, page_count, read_image, read_stack
@@ -62,6 +65,10 @@ from ..viz import overlay
 from .options import add_inference_arguments, inference_options, unused_tiling_note
 
 HELP = "write masks for images with a trained checkpoint"
+
+#: Written into every PNG (a text chunk) and TIFF (the Software tag) that predict makes, so that a later run can
+#: tell its own outputs, which it replaces, from anyone else's files, which it never overwrites. 输出文件中的标记
+MARK = "unet-course predict"
 
 #: The flag that names the output folder, as messages should spell it. 输出目录参数的写法
 OUTPUT_FLAG = "-o/--output"
@@ -251,6 +258,33 @@ def check_outputs(jobs: Sequence[Job], out_dir: Path) -> None:
                     f"{str(output)!r} (outputs are named by the input's name without its suffix). Rename one of "
                     f"them, or predict them in two runs with different {OUTPUT_FLAG} folders.")
             writers[resolved] = job.path
+    foreign = [str(output) for job in jobs for output in job.outputs.values() if not may_replace(output, job)]
+    if foreign:
+        raise OutputError(
+            f"{OUTPUT_FLAG} {str(out_dir)!r} already holds {', '.join(repr(f) for f in foreign[:3])}"
+            f"{f' and {len(foreign) - 3} more' if len(foreign) > 3 else ''}, which predict did not write (a label "
+            "mask, another tool's result?); predict replaces only its own earlier outputs and never overwrites "
+            f"other files. Choose another {OUTPUT_FLAG} folder, or move those files away.")
+
+
+def may_replace(output: Path, job: Job) -> bool:
+    """True when ``output`` does not exist yet or is predict's own earlier output (:data:`MARK`); a ``.npy`` goes
+    with the job's mask. 输出文件不存在，或是 predict 之前写的（带标记）时为 True
+    """
+    if not output.exists():
+        return True
+    if output.suffix == ".npy":                                  # 概率文件无法加标记：随同一输入的掩码判断
+        mask = job.outputs["mask"]
+        return output != mask and mask.exists() and may_replace(mask, job)
+    try:
+        if output.suffix == ".tif":
+            with tifffile.TiffFile(output) as tif:
+                tag = tif.pages[0].tags.get("Software")
+                return tag is not None and tag.value == MARK
+        with Image.open(output) as image:
+            return image.info.get("Software") == MARK
+    except Exception:  # unreadable or not an image: not ours  无法读取的文件不是我们写的
+        return False
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -258,13 +292,15 @@ def check_outputs(jobs: Sequence[Job], out_dir: Path) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 def write_png(path: Path, array: np.ndarray, what: str = "mask") -> Path:
     """Write a uint8 ``(H, W)`` or ``(H, W, 3)`` array as PNG, atomically. 原子写入 PNG"""
-    return write_with(path, lambda handle: Image.fromarray(array).save(handle, format="PNG"), what)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", MARK)                              # predict 的标记
+    return write_with(path, lambda handle: Image.fromarray(array).save(handle, format="PNG", pnginfo=info), what)
 
 
 def write_tiff(path: Path, stack: np.ndarray, photometric: str, what: str = "mask stack") -> Path:
     """Write ``(N, H, W)`` / ``(N, H, W, 3)`` as a multi-page TIFF, atomically. 原子写入多页 TIFF"""
     buffer = io.BytesIO()                      # tifffile wants a named file; the atomic handle has only a number
-    tifffile.imwrite(buffer, stack, photometric=photometric)
+    tifffile.imwrite(buffer, stack, photometric=photometric, software=MARK)
     return write_with(path, lambda handle: handle.write(buffer.getvalue()), what)
 
 
