@@ -79,8 +79,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.description = (
         "Write one mask per input, named like it (<name>.png; a multi-page TIFF gives <name>.tif with one page per "
         "input page). Inputs are never overwritten: predict refuses, before any work, an -o/--output that is the "
-        "folder of an input and two inputs with the same name stem (x.jpg and x.png would both write x.png); "
-        "predict those in two runs with different -o/--output folders.")
+        "folder of an input, an existing file there that predict did not write (a label mask named like its "
+        "image; its own earlier masks are replaced) and two inputs with the same name stem (x.jpg and x.png would "
+        "both write x.png); predict those in two runs with different -o/--output folders.")
     parser.add_argument("-m", "--model", required=True, metavar="CKPT", help="checkpoint (best.pt / last.pt)")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("-i", "--input", nargs="+", metavar="IMG", help="image file(s); a multi-page TIFF is a stack")
@@ -224,12 +225,13 @@ def plan_outputs(inputs: Sequence[Path], out_dir: Path, viz: bool = False, save_
 
 
 def check_outputs(jobs: Sequence[Job], out_dir: Path) -> None:
-    """Refuse any plan that would overwrite an input or write one file twice. 拒绝会覆盖输入或重复写入的计划
+    """Refuse any plan that would overwrite an input or a file predict did not write, or write one file twice.
+    拒绝会覆盖输入或他人文件、或重复写入的计划
 
     Raises:
         OutputError: ``out_dir`` is a file name (``mask.png``) that is not a folder yet; ``out_dir`` is the folder
-            of an input; an output resolves to an input file; two inputs would write the same file (the message
-            names both inputs).
+            of an input; an output resolves to an input file, or to an existing file without :data:`MARK`; two
+            inputs would write the same file (the message names both inputs).
     """
     if out_dir.suffix.lower() in (*IMAGE_EXTENSIONS, ".npy") and not out_dir.is_dir():
         example = jobs[0].outputs["mask"].name if jobs else "<input name>.png"
