@@ -5,18 +5,24 @@ k 折交叉验证：各折互不相交且每个样本恰好验证一次；以及
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from cli_helpers import toy_sample
 from PIL import Image
 
+from unet_course.checkpoint import load_checkpoint
 from unet_course.cli import main
 from unet_course.cli.cv import _fold_dataset
 from unet_course.cli.evaluate import dataset_kwargs
 from unet_course.config import TrainConfig
 from unet_course.data import build_dataset, build_loaders, split_indices
 from unet_course.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("n,k", [(20, 5), (7, 3), (4, 4)])
@@ -210,3 +216,26 @@ def test_cv_stopped_in_a_fold_says_what_is_kept_and_the_rerun_continues(tmp_path
     stamp = (out / "fold_0" / "last.pt").stat().st_mtime_ns
     assert main(_tiny_cv(root, out)) == 0                                  # as the message says 按消息重跑
     assert (out / "fold_0" / "last.pt").stat().st_mtime_ns == stamp and (out / "cv.json").is_file()
+
+
+def test_cv_under_torchrun_trains_every_fold_data_parallel(tmp_path: Path):
+    """Under torchrun, cv ended fold 0 by destroying the process group, and fold 1 failed to make a new one (gloo
+    connection errors and a traceback on every rank). torchrun 下 cv 以前在第 1 折重建进程组时失败
+    """
+    root, out = _folder(tmp_path / "data", n=8), tmp_path / "cv"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "UNET_COURSE_QUIET": "1", "WANDB_MODE": "disabled",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "unet_course",
+           *_tiny_cv(root, out, "--device", "cpu", "--max-steps", "2")]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout.count("fold 0: F1") == 1 and proc.stdout.count("fold 1: F1") == 1   # rank 0 prints
+    summary = json.loads((out / "cv.json").read_text())
+    assert summary["n_folds"] == 2 and [f["fold"] for f in summary["folds"]] == [0, 1]
+    for k in (0, 1):
+        assert load_checkpoint(out / f"fold_{k}" / "last.pt")["train_config"]["folds"] == 2
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=200)
+    assert again.returncode == 0 and json.loads((out / "cv.json").read_text())["folds"] == summary["folds"]

@@ -13,6 +13,10 @@ Examples::
 
     unet-course cv --recipe drive --folds 5 --out-dir runs/drive_cv
     unet-course cv --recipe drive --folds 5 --time-budget 600 --out-dir runs/drive_cv_600s
+    torchrun --nproc_per_node=2 -m unet_course cv --recipe drive --folds 5   # each fold trained data-parallel
+
+Under ``torchrun`` one process group serves every fold; rank 0 scores each fold, writes ``cv.json`` and prints,
+while the other ranks wait for it. torchrun 下所有折共用一个进程组；0 号进程评分、写 cv.json 并打印，其余进程等待
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import distributed
 from ..checkpoint import load_checkpoint, load_model
 from ..config import data_seed_of
 from ..data import build_dataset, dataset_options
-from ..env import default_out_dir
+from ..env import default_out_dir, pick_device
 from ..errors import ConfigError
 from ..files import ensure_writable_dir, write_json
 from ..inference.calibration import DEFAULT_THRESHOLDS, score_thresholds
@@ -106,15 +111,27 @@ def check_finished_fold(cfg: Any) -> None:
             f"--out-dir for these settings, or delete the fold_* folders there to train them again.")
 
 
-def run_fold(cfg: Any, thresholds: list[float]) -> dict[str, Any]:
-    """Train one fold (unless its ``fold.json`` exists) and score it at each threshold. 训练并评估一折"""
-    out = Path(cfg.out_dir)
-    done = out / "fold.json"
+def run_fold(cfg: Any, thresholds: list[float], device: Any = "cpu") -> dict[str, Any]:
+    """Train one fold (unless its ``fold.json`` exists) and score it at each threshold. 训练并评估一折
+
+    Under ``torchrun`` every rank trains, rank 0 alone scores and writes ``fold.json``, and the other ranks read it
+    once it is written. torchrun 下所有进程一起训练，只由 0 号进程评分并写 fold.json，其余进程随后读取
+    """
+    done = Path(cfg.out_dir) / "fold.json"
+    distributed.barrier()                                  # 所有进程看到同样的已完成折
     if done.is_file():
         return json.loads(done.read_text())
     start = time.perf_counter()
     fit(cfg)
     train_s = time.perf_counter() - start
+    result = distributed.main_does(lambda: _score_fold(cfg, thresholds, train_s), device, f"scoring fold {cfg.fold}")
+    return result if result is not None else json.loads(done.read_text())
+
+
+def _score_fold(cfg: Any, thresholds: list[float], train_s: float) -> dict[str, Any]:
+    """Score a trained fold at each threshold and write its ``fold.json``. 评估训练好的一折并写 fold.json"""
+    out = Path(cfg.out_dir)
+    done = out / "fold.json"
     model, meta = load_model(out / "last.pt")
     data = _fold_dataset(cfg)
     scores = score_thresholds(model, meta, data, thresholds, tta=False)   # 单次前向
@@ -190,17 +207,31 @@ def run(args: argparse.Namespace) -> int:
     configs = [base.replace(fold=k, out_dir=str(root / f"fold_{k}"), resume=None) for k in range(base.folds)]
     for cfg in configs:                                                # 先检查所有已完成的折，再开始训练
         check_finished_fold(cfg)
+    _, device, created = distributed.setup(pick_device(base.device))  # torchrun：所有折共用一个进程组
+    try:
+        return _run_folds(base, configs, root, args.thresholds, device)
+    finally:
+        distributed.cleanup(created)
+
+
+def _run_folds(base: Any, configs: list[Any], root: Path, thresholds: list[float], device: Any) -> int:
+    """Every fold in turn, then ``cv.json`` and the summary (printed by rank 0 only). 依次运行各折并汇总"""
+    main = distributed.is_main_process()
     folds = []
     for k, cfg in enumerate(configs):
         try:
-            folds.append(run_fold(cfg, args.thresholds))
+            folds.append(run_fold(cfg, thresholds, device))
         except (TrainingStopped, KeyboardInterrupt) as exc:            # SIGTERM 或 Ctrl-C：说明如何继续
             signum = exc.signum if isinstance(exc, TrainingStopped) else signal.SIGINT
-            print(f"error: {stopped_message(k, root, signum)}", file=sys.stderr)
+            if main:
+                print(f"error: {stopped_message(k, root, signum)}", file=sys.stderr)
             return 128 + signum
-        print(f"fold {k}: F1 {folds[-1]['f1_at_recipe_threshold']:.4f} at threshold {base.threshold} "
-              f"(best {folds[-1]['best_f1']:.4f} at {folds[-1]['best_threshold']})", flush=True)
-    summary = summarise(folds, args.thresholds)
+        if main:
+            print(f"fold {k}: F1 {folds[-1]['f1_at_recipe_threshold']:.4f} at threshold {base.threshold} "
+                  f"(best {folds[-1]['best_f1']:.4f} at {folds[-1]['best_threshold']})", flush=True)
+    if not main:
+        return 0
+    summary = summarise(folds, thresholds)
     summary["config"] = base.to_dict()
     write_json(root / "cv.json", summary)
     r = summary["f1_at_recipe_threshold"]
