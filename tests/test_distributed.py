@@ -84,6 +84,25 @@ def test_two_process_gloo_training(tmp_path):
 
 
 @pytest.mark.parametrize("rank", [0, 1])
+def test_a_one_process_command_under_torchrun_is_refused_once(monkeypatch, tmp_path, capsys, rank):
+    """``torchrun -m unet_course predict`` ran the whole prediction in every process, each writing the same files.
+    以前 torchrun 下的 predict 会在每个进程中完整运行一遍
+    """
+    from unet_course import cli
+
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    out = tmp_path / "masks"
+    assert cli.main(["predict", "-m", str(tmp_path / "any.pt"), "-i", str(tmp_path / "a.png"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert not out.exists()
+    if rank == 0:                                                   # one message for the job, not one per rank
+        assert err.startswith("error: `predict` runs in one process") and "without torchrun" in err
+    else:
+        assert err == ""
+
+
+@pytest.mark.parametrize("rank", [0, 1])
 def test_env_info_reads_torchrun_variables(monkeypatch, rank):
     monkeypatch.setenv("RANK", str(rank))
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -90,6 +90,21 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         _python_show_warning(message, category, filename, lineno, file, line)
 
 
+#: Commands that run data-parallel under torchrun; the others would run once per process. torchrun 下可数据并行的命令
+DATA_PARALLEL = ("train", "cv")
+
+
+def _launcher_error(command: str) -> str | None:
+    """Why a one-process command may not run under ``torchrun`` (every process would do all the work and write
+    the same files), or None. 单进程命令不能在 torchrun 下运行的原因"""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1 or command in DATA_PARALLEL:
+        return None
+    return (f"`{command}` runs in one process, so under torchrun each of the {world} processes would do all the "
+            f"work and write the same files. Run `unet-course {command} ...` without torchrun (only "
+            f"{' and '.join(DATA_PARALLEL)} run data-parallel).")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``unet-course`` and ``python -m unet_course``. 命令行入口
 
@@ -101,6 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     warnings.showwarning = _show_warning
     _prefer_passive_openmp()
+    launcher = _launcher_error(args.command)
+    if launcher:                                   # said once, by rank 0 只由 0 号进程说明
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {launcher}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except UNetCourseError as exc:
