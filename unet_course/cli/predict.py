@@ -8,17 +8,16 @@ input page. ``--viz`` adds ``<name>_overlay.png``, ``--save-probs`` adds ``<name
 输出与输入同名：单张图写 PNG，多页 TIFF 写同名的多页 TIFF；--viz 额外写叠加图，--save-probs 写概率
 
 predict never overwrites an input or a file it did not write. Before any work it refuses an ``-o/--output`` that
-is the folder of an input, an output name that resolves to an input file or to an existing file without predict's
-mark (:data:`MARK`, in every PNG and TIFF it writes: a label mask beside the images, another tool's result), and two
+is the folder of an input, an output name that resolves to an input file, an existing file that lacks predict's
+mark (:data:`MARK`, written into every PNG and TIFF it makes), such as a label mask named like its image, and two
 inputs that would write the same file (``x.jpg`` and ``x.png`` both give ``x.png``); every message names the files
-and the fix. Its own earlier outputs are replaced. Each file is
-written atomically (:func:`unet_course.files.write_with`): a full disk leaves no partial or 0-byte mask, and the
-error names the folder and its free space. An input that cannot be read is skipped and named, the others are
-still predicted, and the run ends with exit code 2 and the list of skipped files.
+and the fix. Its own earlier outputs are replaced. Each file is written atomically
+(:func:`unet_course.files.write_with`): a full disk leaves no partial or 0-byte mask, and the error names the
+folder and its free space. An input that cannot be read is skipped and named, the others are still predicted, and
+the run ends with exit code 2 and the list of skipped files.
 predict 不会覆盖输入文件或不是它写的文件：开始前就拒绝与输入同目录的 -o/--output、会解析到输入文件或无 predict 标记的
-已有文件（如标签掩码）的输出名，
-以及会写同一文件的两个输入（如 x.jpg 与 x.png）；每个文件原子写入，磁盘已满时不留下 0 字节文件；
-无法读取的输入被跳过并在结束时列出（退出码 2）
+已有文件（如同名的标签掩码）的输出名，以及会写同一文件的两个输入（如 x.jpg 与 x.png）；它自己之前的输出会被替换；
+每个文件原子写入，磁盘已满时不留下 0 字节文件；无法读取的输入被跳过并在结束时列出（退出码 2）
 
 Example::
 
@@ -277,7 +276,7 @@ def may_replace(output: Path, job: Job) -> bool:
         return True
     if output.suffix == ".npy":                                  # 概率文件无法加标记：随同一输入的掩码判断
         mask = job.outputs["mask"]
-        return output != mask and mask.exists() and may_replace(mask, job)
+        return mask.exists() and may_replace(mask, job)
     try:
         if output.suffix == ".tif":
             with tifffile.TiffFile(output) as tif:
