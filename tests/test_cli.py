@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_helpers import toy_sample
+from PIL import Image
 
 from unet_course import cli
 from unet_course.checkpoint import load_checkpoint
@@ -170,3 +172,32 @@ def test_inspect_synthetic(capsys):
     assert cli.main(["inspect", "synthetic", "--max-files", "3"]) == 0
     out = capsys.readouterr().out
     assert "Masks scanned: 3" in out and "255" in out
+
+
+def test_a_relative_data_folder_from_the_checkpoint_is_explained_elsewhere(tmp_path, monkeypatch, capsys):
+    """evaluate or ``train --resume`` run from another folder said only "Images folder 'data/images' does not
+    exist". 在其他目录中评估或续训时，检查点记录的相对数据目录以前只报"目录不存在"
+    """
+    work = tmp_path / "project"
+    for sub in ("data/images", "data/masks"):
+        (work / sub).mkdir(parents=True)
+    for k in range(6):
+        image, mask = toy_sample(32, 32, seed=k)
+        Image.fromarray(image).save(work / "data" / "images" / f"c{k}.png")
+        Image.fromarray(mask).save(work / "data" / "masks" / f"c{k}_mask.png")
+    monkeypatch.chdir(work)
+    tiny = ["--base-channels", "4", "--depth", "2", "--batch-size", "2", "--amp", "off", "--num-workers", "0",
+            "--progress", "none"]
+    assert cli.main(["train", "--dataset", "folder", "--data-dir", "data", "--epochs", "1", *tiny,
+                     "--out-dir", str(tmp_path / "run")]) == 0
+    monkeypatch.chdir(tmp_path)                                      # elsewhere: 'data' is not here
+    checkpoint = str(tmp_path / "run" / "last.pt")
+    for argv in (["evaluate", checkpoint], ["train", "--resume", checkpoint, "--epochs", "2"]):
+        capsys.readouterr()
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "The data folder 'data' recorded in the checkpoint" in err and "relative to the folder training" in err
+        assert "--data-dir" in err
+    data = str(work / "data")
+    assert cli.main(["evaluate", checkpoint, "--data-dir", data]) == 0                     # the fix it names
+    assert cli.main(["train", "--resume", checkpoint, "--epochs", "2", "--data-dir", data]) == 0

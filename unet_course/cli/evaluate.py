@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     train_cfg = dict(meta.get("train_config") or {})
     name = args.dataset or train_cfg.get("dataset") or "synthetic"
     data_dir = args.data_dir if args.data_dir is not None else train_cfg.get("data_dir")
+    if args.data_dir is None and args.dataset in (None, train_cfg.get("dataset")):
+        options.check_recorded_data_dir(data_dir, args.checkpoint)
     kwargs = dataset_kwargs(name, args.split, train_cfg, _own_dataset(args, train_cfg))
     kwargs.update(args.dataset_options or {})                       # --dataset-options 覆盖检查点的设置
     if note := _changed_split_note(args, train_cfg, kwargs):

@@ -35,7 +35,7 @@ from ..config import (
     type_members,
 )
 from ..env import default_out_dir
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..inference import check_overlap
 from ..rules import check_scale, check_threshold
 from ..training import resolve_resume
@@ -300,6 +300,23 @@ def resumed_values(given: dict[str, Any]) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in saved.items() if k in names}
     values.update(given)
+    if "data_dir" not in given:
+        check_recorded_data_dir(values.get("data_dir"), path)
     values["resume"] = str(path)
     values["out_dir"] = given.get("out_dir") or str(path.parent)
     return values
+
+
+def check_recorded_data_dir(data_dir: str | None, checkpoint: str | os.PathLike) -> None:
+    """Refuse, with the fix, a data folder taken from a checkpoint that does not exist here: a relative path is
+    relative to the folder training ran in, not to this one. 检查点记录的数据目录在此处不存在时报错
+
+    Raises:
+        DataError: ``data_dir`` is set and missing; the message names the checkpoint and says to pass --data-dir.
+    """
+    if data_dir is None or Path(data_dir).expanduser().exists():
+        return
+    where = (" It is a relative path, so it is relative to the folder training ran in, not to this one."
+             if not Path(data_dir).expanduser().is_absolute() else "")
+    raise DataError(f"The data folder {data_dir!r} recorded in the checkpoint {str(checkpoint)!r} does not exist "
+                    f"here.{where} Run from that folder, or pass --data-dir with the data's folder.")
