@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, distributed
 from ..errors import UNetCourseError
 from ..training import setup_logging
 from . import bench, course, cv, evaluate, inspect, predict, train
@@ -94,14 +94,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 DATA_PARALLEL = ("train", "cv")
 
 
-def _launcher_error(command: str) -> str | None:
+def _launcher_error(command: str, job: distributed.DistInfo) -> str | None:
     """Why a one-process command may not run under ``torchrun`` (every process would do all the work and write
     the same files), or None. 单进程命令不能在 torchrun 下运行的原因"""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world <= 1 or command in DATA_PARALLEL:
+    if not job.enabled or command in DATA_PARALLEL:
         return None
-    return (f"`{command}` runs in one process, so under torchrun each of the {world} processes would do all the "
-            f"work and write the same files. Run `unet-course {command} ...` without torchrun (only "
+    return (f"`{command}` runs in one process, so under torchrun each of the {job.world_size} processes would do "
+            f"all the work and write the same files. Run `unet-course {command} ...` without torchrun (only "
             f"{' and '.join(DATA_PARALLEL)} run data-parallel).")
 
 
@@ -116,12 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     warnings.showwarning = _show_warning
     _prefer_passive_openmp()
-    launcher = _launcher_error(args.command)
-    if launcher:                                   # said once, by rank 0 只由 0 号进程说明
-        if os.environ.get("RANK", "0") == "0":
-            print(f"error: {launcher}", file=sys.stderr)
-        return 2
     try:
+        job = distributed.env_info()
+        if launcher := _launcher_error(args.command, job):
+            if job.is_main:                        # said once, by rank 0 只由 0 号进程说明
+                print(f"error: {launcher}", file=sys.stderr)
+            return 2
         return int(args.func(args) or 0)
     except UNetCourseError as exc:
         print(f"error: {exc}", file=sys.stderr)
