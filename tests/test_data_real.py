@@ -149,6 +149,10 @@ def test_inspect_real_masks_warns_about_0_255(isbi_root, drive_root):
     assert rows == {"0": "1", "255": "0"}  # value 0 (membrane) is class 1
     drive_report = inspect_masks(drive_root / "training" / "1st_manual", warn=False)
     assert drive_report.n_files == 20 and drive_report.values == [0, 255]
+    # the unlabelled test splits: a report with no rows before, now the reason 无标签的测试集：以前输出空表
+    for dataset in (DRIVEDataset(drive_root, split="test"), ISBI2012Dataset(isbi_root, split="test")):
+        with pytest.raises(DataError, match="'test' split of .* has no masks to inspect.*'train' split"):
+            inspect_masks(dataset, warn=False)
 
 
 def test_in_memory_data_sets_cache_what_load_returns_read_only(drive_root):

@@ -310,6 +310,11 @@ def _pages(paths: Sequence[Path]) -> tuple[list, list[str]]:
 def _mask_sources(masks) -> tuple[list, list[str]]:
     """Turn a folder / list of paths / list of arrays / data set into (items, names). 统一输入为掩码列表"""
     if hasattr(masks, "raw_mask") and hasattr(masks, "__len__"):
+        if not getattr(masks, "has_labels", True):
+            split = getattr(masks, "split", "this")
+            raise DataError(f"The {split!r} split of {type(masks).__name__} has no masks to inspect (its images come "
+                            "without labels, e.g. a test set whose labels are held back); inspect the 'train' "
+                            "split instead.")
         items = [(lambda i=i: masks.raw_mask(i)) for i in range(len(masks))]
         names = list(getattr(masks, "names", [str(i) for i in range(len(masks))]))
         return items, names
