@@ -333,7 +333,13 @@ def _mask_sources(masks) -> tuple[list, list[str]]:
 
 def _subfolder_hint(folder: Path) -> str:
     """Name the subfolders that hold image files (a data set's root was given instead of its masks folder)."""
-    subs = sorted(d for d in folder.iterdir() if d.is_dir() and any(is_image_file(p) for p in d.iterdir()))
+    def holds_images(d: Path) -> bool:
+        try:
+            return d.is_dir() and any(is_image_file(p) for p in d.iterdir())
+        except OSError:                                  # an unreadable subfolder gives no hint 无法读取的子目录不提示
+            return False
+
+    subs = sorted(d for d in folder.iterdir() if holds_images(d))
     if not subs:
         return ""
     masky = [d for d in subs if "mask" in d.name.lower() or "label" in d.name.lower() or "manual" in d.name.lower()]
