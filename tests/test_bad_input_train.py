@@ -115,6 +115,30 @@ def test_disk_full_in_the_metrics_log(tmp_path, monkeypatch, capsys):
     assert load_checkpoint(out / "last.pt")["epoch"] >= 1
 
 
+def test_a_file_no_run_wrote_is_not_overwritten_and_a_new_run_starts_its_own_log(tmp_path, capsys):
+    """``train --out-dir .`` beside a project's own metrics.json overwrote it; and a second run in one folder
+    appended its lines to the first run's metrics.jsonl, so reading the log back mixed two runs.
+    以前会覆盖输出目录中不是训练写出的同名文件；同一目录中的新运行会接在旧运行的 metrics.jsonl 之后
+    """
+    out = tmp_path / "project"
+    out.mkdir()
+    for name, text in (("metrics.json", '{"accuracy": 0.9}'), ("history.json", "[1, 2]"),
+                       ("metrics.jsonl", "my notes\n"), ("best.pt", "not a checkpoint")):
+        (out / name).write_text(text)
+        assert main(["train", *FLAGS, "--epochs", "1", "--max-steps", "1", "--out-dir", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"holds '{out / name}', which no training run wrote" in err and "another --out-dir" in err
+        assert (out / name).read_text() == text and not (out / "last.pt").exists()
+        (out / name).unlink()
+    run = tmp_path / "run"
+    for epochs in (2, 1):                                     # an earlier run's files are replaced, log included
+        assert main(["train", *FLAGS, "--epochs", str(epochs), "--max-steps", "1", "--out-dir", str(run)]) == 0
+    rows = tracking.read_metrics_jsonl(run)
+    assert {row["epoch"] for row in rows if "epoch" in row} == {1} and rows[0]["step"] == 1
+    assert main(["train", *FLAGS, "--epochs", "2", "--max-steps", "1", "--resume", "last", "--out-dir", str(run)]) == 0
+    assert {row["epoch"] for row in tracking.read_metrics_jsonl(run) if "epoch" in row} == {1, 2}   # resume appends
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # A one-image data set; training without validation 只有一张图像；不做验证的训练
 # ----------------------------------------------------------------------------------------------------------------

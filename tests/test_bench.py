@@ -9,7 +9,7 @@ import pytest
 
 from unet_course.bench import count_flops, default_mode, parse_mode, run_benchmark
 from unet_course.cli.bench import configure_parser, run_cli
-from unet_course.errors import ConfigError
+from unet_course.errors import ConfigError, OutputError
 from unet_course.model.describe import conv_output_size
 
 
@@ -135,6 +135,6 @@ def test_cli_run_writes_output(tmp_path, capsys):
     other = tmp_path / "notes.json"
     other.write_text('{"mine": 1}')
     args.output = str(other)                                 # a file bench did not write is refused and kept
-    with pytest.raises(ConfigError, match="is an existing file that this command did not write"):
+    with pytest.raises(OutputError, match="is an existing file that this command did not write"):
         run_cli(args)
     assert other.read_text() == '{"mine": 1}'

@@ -251,26 +251,28 @@ def ensure_writable_file(path: str | os.PathLike, flag: str = "-o", *, report_ke
     metrics.json, is refused rather than overwritten. 已存在的文件只有是同类 JSON 报告时才会被替换，其他文件拒绝覆盖
 
     Raises:
-        ConfigError: ``path`` is a folder, or an existing file that is not such a report.
-        OutputError: the folder cannot be created or written.
+        ConfigError: ``path`` is a folder, or its folder cannot be created or written.
+        OutputError: ``path`` is an existing file that is not such a report.
     """
     p = Path(path).expanduser()
     if p.is_dir():
         raise ConfigError(f"{str(p)!r} is a folder; {flag} needs a file name.")
-    if p.exists() and not _is_report(p, set(report_keys)):
-        raise ConfigError(f"{flag} {str(p)!r} is an existing file that this command did not write (not its JSON "
+    if p.exists() and not is_json_report(p, report_keys):
+        raise OutputError(f"{flag} {str(p)!r} is an existing file that this command did not write (not its JSON "
                           "report), so it would be overwritten and lost. Give a new file name, or move that file "
                           "away first.")
     ensure_writable_dir(p.parent if str(p.parent) else ".", flag)
     return p
 
 
-def _is_report(path: Path, keys: set[str]) -> bool:
-    """True when ``path`` is a JSON object holding all ``keys`` (an earlier report of the same command)."""
-    if not keys or path.stat().st_size > 256 * 2**20:
+def is_json_report(path: str | os.PathLike, keys: Iterable[str]) -> bool:
+    """True when ``path`` is a JSON object holding all ``keys`` (a file the package wrote earlier, not someone
+    else's). 文件是否为含全部 keys 的 JSON 对象（本包之前写的文件）"""
+    wanted, file = set(keys), Path(path)
+    if not wanted or file.stat().st_size > 256 * 2**20:
         return False
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return False
-    return isinstance(data, dict) and keys <= set(data)
+    return isinstance(data, dict) and wanted <= set(data)

@@ -127,9 +127,12 @@ class Tracker:
             the current folder for wandb, and no ``metrics.jsonl``). 运行目录的父目录，也是 metrics.jsonl 所在目录
         resume_id: id of an earlier run to continue (stored in checkpoints as ``wandb_run_id``). 要续写的运行 id
         main_process: False on ranks other than 0 (then the tracker is disabled). 非 0 号进程传 False
+        new_log: start ``metrics.jsonl`` afresh at the first ``log`` (a new run in a folder an earlier run used);
+            False appends (a resumed run). 首次记录时重新开始 metrics.jsonl（新运行），False 则追加（续训）
 
     Use it as a context manager so that ``finish()`` runs even when training fails. Every ``log`` call is
-    appended to ``<dir>/metrics.jsonl`` in all modes (rank 0 only); a resumed run appends to the same file.
+    appended to ``<dir>/metrics.jsonl`` in all modes (rank 0 only); a resumed run appends to the same file, a new
+    one (``new_log=True``) replaces it.
     作为上下文管理器使用，训练失败时也会调用 finish()；每次 log 都追加到 <dir>/metrics.jsonl
 
     >>> import tempfile
@@ -145,7 +148,7 @@ class Tracker:
 
     def __init__(self, mode: str = "disabled", project: str = "unet-course", run_name: str | None = None,
                  config: dict[str, Any] | None = None, dir: str | os.PathLike | None = None,
-                 resume_id: str | None = None, main_process: bool = True) -> None:
+                 resume_id: str | None = None, main_process: bool = True, new_log: bool = False) -> None:
         if mode not in WANDB_MODES:
             raise ConfigError(f"Unknown wandb_mode {mode!r}; choose one of: {', '.join(WANDB_MODES)}.")
         self.requested_mode = mode
@@ -153,6 +156,7 @@ class Tracker:
         self.run: Any = None
         self._wandb: Any = None
         self.metrics_path = Path(dir) / METRICS_FILE if (dir is not None and main_process) else None
+        self._log_mode = "w" if new_log else "a"          # 新运行：第一次写入时清空旧记录
         if self.mode == "disabled":
             return
         os.environ.setdefault("WANDB_SILENT", "true")          # 不打印 wandb 的横幅，也不提示登录
@@ -237,8 +241,9 @@ class Tracker:
         path = self.metrics_path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a", encoding="utf-8") as handle:
+            with open(path, self._log_mode, encoding="utf-8") as handle:
                 handle.write(json.dumps(to_plain(row)) + "\n")
+            self._log_mode = "a"
         except OSError as exc:
             raise disk_error(path, exc, "metrics log") from None
 

@@ -263,7 +263,7 @@ def _open_tracker(run: _Run) -> Tracker:
     cfg = run.cfg
     return Tracker(cfg.wandb_mode, project=cfg.wandb_project, run_name=cfg.wandb_run_name,
                    config={**cfg.to_dict(), "data": info_dict(run.info)}, dir=run.out_dir, resume_id=run.run_id,
-                   main_process=run.main)
+                   main_process=run.main, new_log=run.resume_path is None)
 
 
 def stop_message(run: _Run, signum: int = signal.SIGTERM) -> str:

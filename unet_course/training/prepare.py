@@ -7,7 +7,9 @@ Each helper here is one step (or part of one) of :func:`unet_course.training.fit
 
 from __future__ import annotations
 
+import json
 import random
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,8 +27,8 @@ from ..data import build_loaders
 from ..data.workers import WorkerSetup
 from ..distributed import epoch_seed
 from ..env import default_out_dir, is_interactive
-from ..errors import CheckpointError, ConfigError
-from ..files import ensure_writable_dir, remove_stale_temporaries
+from ..errors import CheckpointError, ConfigError, OutputError
+from ..files import ensure_writable_dir, is_json_report, remove_stale_temporaries
 from ..metrics import logits_to_labels
 from ..model import UNet
 from ..precision import AmpPolicy, autocast
@@ -34,6 +36,11 @@ from .loop import batch_to
 
 #: Files a run writes in its ``out_dir``; stale temporaries of these are removed when it starts. 运行写出的文件
 RUN_FILES = ("last.pt", "best.pt", "history.json", "metrics.json")
+
+#: Keys that mark a JSON file as a run's own: an earlier run's files are replaced, anyone else's refused.
+#: 标记 JSON 文件属于训练运行的键：较早运行的文件被替换，其他文件拒绝覆盖
+RUN_JSON_KEYS = {"history.json": ("epoch", "train_loss", "best_metric"), "metrics.json": ("config", "hardware"),
+                 "metrics.jsonl": ("step",)}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -74,9 +81,50 @@ def prepare_output(cfg: TrainConfig, main: bool) -> tuple[Path, Path | None]:
     out_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else default_out_dir()
     if main:                                          # 只有 0 号进程写文件
         ensure_writable_dir(out_dir)
+        check_run_files(out_dir)
         for name in RUN_FILES:
             remove_stale_temporaries(out_dir, name)   # kill -9 留下的 .last.pt.*.tmp
     return out_dir, resolve_resume(cfg.resume, out_dir)
+
+
+def check_run_files(out_dir: Path) -> None:
+    """Refuse an ``out_dir`` holding a file with one of a run's names that no run wrote (say a project's own
+    ``metrics.json``): an earlier run's files are replaced, anything else would be lost.
+    输出目录中与运行文件同名、但不是训练写出的文件会被拒绝（否则会被覆盖）；较早运行的文件照常替换
+
+    A checkpoint counts as a run's when it is a ``torch.save`` archive (a zip file); a JSON file when it holds
+    the keys in :data:`RUN_JSON_KEYS`; ``metrics.jsonl`` by its first line.
+
+    Raises:
+        OutputError: naming the files and the fix.
+    """
+    foreign = []
+    for name in (*RUN_FILES, "metrics.jsonl"):
+        path = out_dir / name
+        if not path.is_file():
+            continue
+        if name.endswith(".pt"):
+            ours = zipfile.is_zipfile(path)
+        elif name.endswith(".jsonl"):
+            ours = _first_line_holds(path, RUN_JSON_KEYS[name])
+        else:
+            ours = is_json_report(path, RUN_JSON_KEYS[name])
+        if not ours:
+            foreign.append(str(path))
+    if foreign:
+        raise OutputError(f"The output folder {str(out_dir)!r} holds {', '.join(repr(f) for f in foreign)}, which "
+                          "no training run wrote, and training would overwrite it. Choose another --out-dir "
+                          "(out_dir=) for this run, or move that file away.")
+
+
+def _first_line_holds(path: Path, keys: tuple[str, ...]) -> bool:
+    """True when the first line of ``path`` is a JSON object holding ``keys``. 首行是否为含 keys 的 JSON 对象"""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            first = json.loads(handle.readline() or "{}")
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(first, dict) and set(keys) <= set(first)
 
 
 # ----------------------------------------------------------------------------------------------------------------
