@@ -123,6 +123,11 @@ def test_cv_command_trains_each_fold_scores_thresholds_and_resumes(tmp_path: Pat
     stamp = (out / "fold_0" / "last.pt").stat().st_mtime_ns
     assert main(argv) == 0                                              # finished folds are not trained again
     assert (out / "fold_0" / "last.pt").stat().st_mtime_ns == stamp     # 已完成的折不会重新训练
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "cv.json").write_text('{"mine": 1}')                       # a cv.json no cv run wrote: kept
+    assert main(_tiny_cv(root, other)) == 2
+    assert "no cv run wrote it" in capsys.readouterr().err and (other / "cv.json").read_text() == '{"mine": 1}'
 
 
 def test_cv_refuses_finished_folds_trained_with_other_settings(tmp_path: Path, capsys) -> None:

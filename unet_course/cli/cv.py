@@ -35,8 +35,8 @@ from ..checkpoint import load_checkpoint, load_model
 from ..config import data_seed_of
 from ..data import build_dataset, dataset_options
 from ..env import default_out_dir, pick_device
-from ..errors import ConfigError
-from ..files import ensure_writable_dir, write_json
+from ..errors import ConfigError, OutputError
+from ..files import ensure_writable_dir, is_json_report, write_json
 from ..inference.calibration import DEFAULT_THRESHOLDS, score_thresholds
 from ..training import TrainingStopped, fit, signal_name
 from . import train
@@ -204,6 +204,10 @@ def run(args: argparse.Namespace) -> int:
     if base.folds < 2:
         base = base.replace(folds=5)                                   # 默认 5 折
     root = ensure_writable_dir(base.out_dir or default_out_dir("cv"), "--out-dir")
+    summary_file = root / "cv.json"
+    if summary_file.exists() and not is_json_report(summary_file, ("n_folds", "folds")):   # 不覆盖他人的 cv.json
+        raise OutputError(f"{str(summary_file)!r} exists and no cv run wrote it, so the summary would overwrite it. "
+                          "Choose another --out-dir, or move that file away.")
     configs = [base.replace(fold=k, out_dir=str(root / f"fold_{k}"), resume=None) for k in range(base.folds)]
     for cfg in configs:                                                # 先检查所有已完成的折，再开始训练
         check_finished_fold(cfg)
