@@ -19,8 +19,8 @@ from conftest import write_carvana_fixture
 
 from unet_course import cli
 from unet_course.env import REPO_ROOT
-from unet_course.errors import ConfigError
-from unet_course.notebook_tools import check_parameters, course_notebooks, run_course
+from unet_course.errors import ConfigError, OutputError
+from unet_course.notebook_tools import check_parameters, check_run_folder, course_notebooks, run_course
 
 LAUNCHER = REPO_ROOT / "kaggle" / "unet_course_kaggle.ipynb"
 
@@ -78,6 +78,29 @@ def test_the_notebooks_own_folder_is_refused_as_out_dir(tmp_path: Path, monkeypa
             run_course(out_dir=out_dir, notebook_dir=source)
     assert (source / "01_tiny.ipynb").read_bytes() == before and sorted(p.name for p in source.iterdir()) == [
         "01_tiny.ipynb"]
+
+
+def test_a_run_folder_with_files_no_course_run_wrote_is_refused(tmp_path: Path):
+    """``course --out-dir my_work`` wrote its executed notebooks over a student's own edited copies there.
+    以前 --out-dir 中学生自己修改过的 notebook 会被执行后的副本覆盖
+    """
+    source = _tiny_course(tmp_path / "src")
+    work = tmp_path / "my_work"
+    work.mkdir()
+    mine = nbformat.v4.new_notebook()
+    mine.cells = [nbformat.v4.new_code_cell("value = 42  # my edit")]
+    nbformat.write(mine, work / "01_tiny.ipynb")
+    (work / "summary.json").write_text('{"my": "notes"}')
+    before = {p.name: p.read_bytes() for p in work.iterdir()}
+    with pytest.raises(OutputError, match=r"01_tiny\.ipynb'.*summary\.json'.*no course run wrote"):
+        run_course(out_dir=work, notebook_dir=source)
+    assert {p.name: p.read_bytes() for p in work.iterdir()} == before
+    # an earlier course run's files (papermill's metadata, its own rows) are replaced 较早课程运行的文件照常替换
+    mine.metadata["papermill"] = {"input_path": "01_tiny.ipynb"}
+    nbformat.write(mine, work / "01_tiny.ipynb")
+    (work / "summary.json").write_text(json.dumps([{"name": "01_tiny", "ok": True}]))
+    (work / "results.jsonl").write_text('{"notebook": "01_tiny", "value": 1}\n')
+    check_run_folder(work, [source / "01_tiny.ipynb"])
 
 
 def test_a_parameter_no_notebook_declares_is_refused_before_anything_runs(tmp_path: Path, capsys):

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from .env import HEADLESS_ENV, REPO_ROOT, cpu_info, default_out_dir
-from .errors import ConfigError, did_you_mean
+from .errors import ConfigError, OutputError, did_you_mean
 from .files import ensure_writable_dir
 
 RESULTS_ENV = "UNET_COURSE_RESULTS"
@@ -177,6 +177,8 @@ def run_course(
         raise ConfigError(f"--out-dir {str(out_dir)!r} is the folder of the notebooks being run; their executed "
                           "copies would overwrite them. Choose another --out-dir (the default is "
                           "runs/course-<time>).")
+    if out_dir is not None:
+        check_run_folder(Path(out_dir).expanduser(), paths)           # 不覆盖不是课程运行写出的文件
     run_dir = ensure_writable_dir(out_dir or default_out_dir(time.strftime("course-%Y%m%d-%H%M%S"))).resolve()
     results_file = run_dir / "results.jsonl"
     results_file.write_text("")
@@ -208,6 +210,30 @@ def run_course(
             os.environ[RESULTS_ENV] = old_env
     (run_dir / "summary.json").write_text(json.dumps([r.__dict__ for r in runs], indent=2))
     return runs
+
+
+def check_run_folder(run_dir: Path, paths: list[Path]) -> None:
+    """Refuse a run folder holding a file the course would write that no course run wrote: a notebook without
+    papermill's metadata (say a student's own edited copy), or a ``results.jsonl`` / ``summary.json`` of other
+    rows. An earlier course run's files are replaced. 运行目录中不是课程运行写出的同名文件会被拒绝，不会被覆盖
+
+    Raises:
+        OutputError: naming the files and the fix.
+    """
+    def ours(path: Path, check) -> bool:
+        try:
+            return bool(check(path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError):
+            return False
+
+    checks = {run_dir / nb.name: lambda text: "papermill" in json.loads(text)["metadata"] for nb in paths}
+    checks[run_dir / "results.jsonl"] = lambda text: all("notebook" in json.loads(line) for line in text.splitlines())
+    checks[run_dir / "summary.json"] = lambda text: all({"name", "ok"} <= set(row) for row in json.loads(text))
+    foreign = [str(path) for path, check in checks.items() if path.is_file() and not ours(path, check)]
+    if foreign:
+        raise OutputError(f"--out-dir {str(run_dir)!r} holds {', '.join(repr(f) for f in foreign)}, which no course "
+                          "run wrote (a notebook you edited?), and running the course there would overwrite it. "
+                          "Choose another --out-dir (the default is runs/course-<time>), or move those files away.")
 
 
 def format_summary(runs: list[NotebookRun]) -> str:
