@@ -93,7 +93,7 @@ def check_run_files(out_dir: Path) -> None:
     输出目录中与运行文件同名、但不是训练写出的文件会被拒绝（否则会被覆盖）；较早运行的文件照常替换
 
     A checkpoint counts as a run's when it is a ``torch.save`` archive (a zip file); a JSON file when it holds
-    the keys in :data:`RUN_JSON_KEYS`; ``metrics.jsonl`` by its first line.
+    the keys in :data:`RUN_JSON_KEYS`; ``metrics.jsonl`` by its first line; an empty file has nothing to lose.
 
     Raises:
         OutputError: naming the files and the fix.
@@ -101,7 +101,7 @@ def check_run_files(out_dir: Path) -> None:
     foreign = []
     for name in (*RUN_FILES, "metrics.jsonl"):
         path = out_dir / name
-        if not path.is_file():
+        if not path.is_file() or path.stat().st_size == 0:      # 空文件没有可丢失的内容
             continue
         if name.endswith(".pt"):
             ours = zipfile.is_zipfile(path)
@@ -113,8 +113,8 @@ def check_run_files(out_dir: Path) -> None:
             foreign.append(str(path))
     if foreign:
         raise OutputError(f"The output folder {str(out_dir)!r} holds {', '.join(repr(f) for f in foreign)}, which "
-                          "no training run wrote, and training would overwrite it. Choose another --out-dir "
-                          "(out_dir=) for this run, or move that file away.")
+                          "no training run wrote (or which is damaged), and training would overwrite it. Choose "
+                          "another --out-dir (out_dir=) for this run, or move that file away.")
 
 
 def _first_line_holds(path: Path, keys: tuple[str, ...]) -> bool:
