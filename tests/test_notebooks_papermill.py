@@ -69,3 +69,23 @@ def test_prediction_notebook_runs_on_drive_with_injected_parameters(drive_root: 
     text = _outputs(json.loads(out.read_text()))
     assert "data set drive" in text and "enhance=green-clahe" in text   # DRIVE was used, with its enhancement
     assert "tiles of 64x64" in text                                     # the tile parameter reached section 6
+
+
+@pytest.mark.parametrize("name", ["01_preprocessing", "02_architecture", "03_loss_and_mixed_precision",
+                                  "04_training_loop", "05_prediction"])
+def test_papermill_sees_every_name_of_the_parameters_cell(name: str):
+    """papermill's reader skips a line typed ``x: int | None = None``: it warned "Passed unknown parameter" for
+    notebook 04's ``max_steps`` and ``course -p max_steps=2`` was refused. papermill 以前识别不了这类参数
+    """
+    import ast
+
+    import papermill as pm
+
+    path = REPO_ROOT / "notebooks" / f"{name}.ipynb"
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    assigned = set()
+    for node in ast.parse("".join(cell["source"])).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        assigned |= {t.id for t in targets if isinstance(t, ast.Name)}
+    assert assigned and assigned == set(pm.inspect_notebook(str(path)))
