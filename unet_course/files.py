@@ -265,14 +265,25 @@ def ensure_writable_file(path: str | os.PathLike, flag: str = "-o", *, report_ke
     return p
 
 
-def is_json_report(path: str | os.PathLike, keys: Iterable[str]) -> bool:
-    """True when ``path`` is a JSON object holding all ``keys`` (a file the package wrote earlier, not someone
-    else's). 文件是否为含全部 keys 的 JSON 对象（本包之前写的文件）"""
+def is_json_report(path: str | os.PathLike, keys: Iterable[str], *, lines: bool = False) -> bool:
+    """True when ``path`` is a file the package wrote earlier, recognised by its keys: a JSON object holding all
+    ``keys``, or a JSON list of such objects; with ``lines=True`` a JSON-lines file whose every row holds them.
+    An empty file counts (it holds nothing to lose). 按键识别本包之前写的 JSON（对象、对象列表或逐行 JSON）
+
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "m.jsonl"
+    >>> _ = f.write_text('{"step": 1}\\n{"step": 2}\\n')
+    >>> is_json_report(f, ["step"], lines=True), is_json_report(f, ["epoch"], lines=True)
+    (True, False)
+    """
     wanted, file = set(keys), Path(path)
     if not wanted or file.stat().st_size > 256 * 2**20:
         return False
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        text = file.read_text(encoding="utf-8")
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()] if lines else (
+            json.loads(text) if text.strip() else [])
     except (OSError, UnicodeDecodeError, ValueError):
         return False
-    return isinstance(data, dict) and wanted <= set(data)
+    rows = [rows] if isinstance(rows, dict) else rows
+    return isinstance(rows, list) and all(isinstance(row, dict) and wanted <= set(row) for row in rows)

@@ -27,7 +27,7 @@ import torch
 
 from .env import HEADLESS_ENV, REPO_ROOT, cpu_info, default_out_dir
 from .errors import ConfigError, OutputError, did_you_mean
-from .files import ensure_writable_dir
+from .files import ensure_writable_dir, is_json_report
 
 RESULTS_ENV = "UNET_COURSE_RESULTS"
 #: Longest a single cell may run in a headless execution before it fails (seconds). 单元格最长运行时间
@@ -220,16 +220,16 @@ def check_run_folder(run_dir: Path, paths: list[Path]) -> None:
     Raises:
         OutputError: naming the files and the fix.
     """
-    def ours(path: Path, check) -> bool:
+    def executed(path: Path) -> bool:                  # papermill writes its metadata into every notebook it runs
         try:
-            return bool(check(path.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError):
+            return "papermill" in json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
             return False
 
-    checks = {run_dir / nb.name: lambda text: "papermill" in json.loads(text)["metadata"] for nb in paths}
-    checks[run_dir / "results.jsonl"] = lambda text: all("notebook" in json.loads(line) for line in text.splitlines())
-    checks[run_dir / "summary.json"] = lambda text: all({"name", "ok"} <= set(row) for row in json.loads(text))
-    foreign = [str(path) for path, check in checks.items() if path.is_file() and not ours(path, check)]
+    checks = {run_dir / nb.name: executed for nb in paths}
+    checks[run_dir / "results.jsonl"] = lambda path: is_json_report(path, ["notebook"], lines=True)
+    checks[run_dir / "summary.json"] = lambda path: is_json_report(path, ["name", "ok"])
+    foreign = [str(path) for path, ours in checks.items() if path.is_file() and not ours(path)]
     if foreign:
         raise OutputError(f"--out-dir {str(run_dir)!r} holds {', '.join(repr(f) for f in foreign)}, which no course "
                           "run wrote (a notebook you edited?), and running the course there would overwrite it. "

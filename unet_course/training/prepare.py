@@ -7,7 +7,6 @@ Each helper here is one step (or part of one) of :func:`unet_course.training.fit
 
 from __future__ import annotations
 
-import json
 import random
 import zipfile
 from collections.abc import Sequence
@@ -93,7 +92,7 @@ def check_run_files(out_dir: Path) -> None:
     输出目录中与运行文件同名、但不是训练写出的文件会被拒绝（否则会被覆盖）；较早运行的文件照常替换
 
     A checkpoint counts as a run's when it is a ``torch.save`` archive (a zip file); a JSON file when it holds
-    the keys in :data:`RUN_JSON_KEYS`; ``metrics.jsonl`` by its first line; an empty file has nothing to lose.
+    the keys in :data:`RUN_JSON_KEYS` (``metrics.jsonl`` in every row); an empty file has nothing to lose.
 
     Raises:
         OutputError: naming the files and the fix.
@@ -105,26 +104,14 @@ def check_run_files(out_dir: Path) -> None:
             continue
         if name.endswith(".pt"):
             ours = zipfile.is_zipfile(path)
-        elif name.endswith(".jsonl"):
-            ours = _first_line_holds(path, RUN_JSON_KEYS[name])
         else:
-            ours = is_json_report(path, RUN_JSON_KEYS[name])
+            ours = is_json_report(path, RUN_JSON_KEYS[name], lines=name.endswith(".jsonl"))
         if not ours:
             foreign.append(str(path))
     if foreign:
         raise OutputError(f"The output folder {str(out_dir)!r} holds {', '.join(repr(f) for f in foreign)}, which "
                           "no training run wrote (or which is damaged), and training would overwrite it. Choose "
                           "another --out-dir (out_dir=) for this run, or move that file away.")
-
-
-def _first_line_holds(path: Path, keys: tuple[str, ...]) -> bool:
-    """True when the first line of ``path`` is a JSON object holding ``keys``. 首行是否为含 keys 的 JSON 对象"""
-    try:
-        with path.open(encoding="utf-8") as handle:
-            first = json.loads(handle.readline() or "{}")
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(first, dict) and set(keys) <= set(first)
 
 
 # ----------------------------------------------------------------------------------------------------------------
