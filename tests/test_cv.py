@@ -17,9 +17,8 @@ from PIL import Image
 from unet_course.checkpoint import load_checkpoint
 from unet_course.cli import main
 from unet_course.cli.cv import _fold_dataset
-from unet_course.cli.evaluate import dataset_kwargs
 from unet_course.config import TrainConfig
-from unet_course.data import build_dataset, build_loaders, split_indices
+from unet_course.data import build_dataset, build_loaders, split_indices, split_kwargs
 from unet_course.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,8 +90,8 @@ def test_data_seed_keeps_the_folds_while_seed_changes_the_training(tmp_path: Pat
     assert any(m[1] != base[1] for m in moved)                        # without it, the seed moves the folds
     assert fold_names(seed=0, data_seed=1) == moved[0]                # data_seed alone decides the split
     checkpoint_cfg = TrainConfig(seed=1, data_seed=0).to_dict()       # evaluate rebuilds the same split
-    assert dataset_kwargs("folder", "val", checkpoint_cfg)["seed"] == 0
-    assert dataset_kwargs("folder", "val", TrainConfig(seed=3).to_dict())["seed"] == 3
+    assert split_kwargs("folder", "val", checkpoint_cfg)["seed"] == 0
+    assert split_kwargs("folder", "val", TrainConfig(seed=3).to_dict())["seed"] == 3
     for bad in ({"seed": -1}, {"data_seed": -2}):
         with pytest.raises(ConfigError, match=f"{next(iter(bad))} must be a whole number >= 0"):
             TrainConfig(**bad)
@@ -183,6 +182,22 @@ def test_cv_scores_each_fold_with_the_dataset_options_it_trained_with(tmp_path: 
     cfg = TrainConfig(dataset="folder", data_dir=str(root), folds=2, fold=1, dataset_options={"mask_suffix": "_seg"})
     _, val_loader, _ = build_loaders(cfg.replace(crop_size=16, batch_size=2, num_workers=0))
     assert _fold_dataset(cfg).names == val_loader.dataset.names       # the images it validated on
+
+
+def test_evaluate_scores_a_fold_checkpoint_on_the_fold_it_validated_on(tmp_path: Path) -> None:
+    """``evaluate fold_1/best.pt`` scored the ``val_fraction`` split instead of the fold (2 of 6 images here, one of
+    them trained on), so a fold's score mixed in its training images. 以前 evaluate 忽略 k 折，评分混入训练图像"""
+    root = _folder(tmp_path / "data")
+    out = tmp_path / "cv"
+    assert main(_tiny_cv(root, out)) == 0
+    for fold in (0, 1):
+        report = tmp_path / f"fold{fold}.json"
+        assert main(["evaluate", str(out / f"fold_{fold}" / "best.pt"), "--split", "val", "-o", str(report)]) == 0
+        scored = [row["name"] for row in json.loads(report.read_text())["per_image"]]
+        fold_cfg = TrainConfig(dataset="folder", data_dir=str(root), folds=2, fold=fold)
+        assert sorted(scored) == sorted(_fold_dataset(fold_cfg).names) and len(scored) == 3
+        trained = build_dataset("folder", root=root, split="train", folds=2, fold=fold).names
+        assert set(scored).isdisjoint(trained)                          # none of its training images 不含训练图像
 
 
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])

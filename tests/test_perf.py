@@ -20,10 +20,9 @@ from cli_helpers import predict_cli, toy_sample, write_checkpoint
 from unet_course.bench import LEVERS, PEER_VARIANTS, PREDICT_VARIANTS, lean_loss, run_benchmark
 from unet_course.bench.peer import load_peer
 from unet_course.cli.evaluate import configure_parser as evaluate_parser
-from unet_course.cli.evaluate import dataset_kwargs
 from unet_course.cli.options import add_train_config_arguments
 from unet_course.config import TrainConfig
-from unet_course.data import build_dataset, build_loaders
+from unet_course.data import build_dataset, build_loaders, split_kwargs
 from unet_course.errors import ConfigError
 from unet_course.inference import estimate_forward_mb, evaluate_dataset, predict_probs, settings_from_meta
 from unet_course.inference import memory as memory_module
@@ -199,7 +198,14 @@ def test_dataset_options_reach_the_dataset_and_unknown_keys_are_listed(tmp_path:
         build_loaders(cfg.replace(dataset_options={"n_vall": 3}))
     with pytest.raises(ConfigError, match="crop_size"):
         build_loaders(cfg.replace(dataset_options={"crop_size": 64}))
-    kwargs = dataset_kwargs("isbi2012", "holdout", cfg.to_dict())
+    # A key with its own setting overrode it silently ({"seed": 1} moved the split whatever --data-seed said).
+    # 与专门设置重复的键以前会静默覆盖它
+    with pytest.raises(ConfigError, match="seed has its own setting, data_seed; train is chosen by the loaders"):
+        build_loaders(cfg.replace(dataset_options={"seed": 1, "train": False}))
+    # A value of the wrong type ended in a bare TypeError. 类型错误的取值以前直接抛出 TypeError
+    with pytest.raises(ConfigError, match=r'could not use dataset_options \{"std": -1\}: .*not iterable'):
+        build_loaders(cfg.replace(dataset_options={"std": -1}))
+    kwargs = split_kwargs("isbi2012", "holdout", cfg.to_dict())
     assert kwargs["n_val"] == 3 and kwargs["n_holdout"] == 3
     args = evaluate_parser_args(["ck.pt", "--split", "holdout", "--dataset-options", '{"n_holdout": 2}'])
     assert args.split == "holdout" and args.dataset_options == {"n_holdout": 2}

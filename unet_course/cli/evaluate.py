@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import load_model
-from ..config import SPLITS, data_seed_of
-from ..data import build_dataset
+from ..config import SPLITS
+from ..data import build_dataset, options_blamed, split_kwargs
 from ..env import pick_device
 from ..errors import ConfigError
 from ..files import ensure_writable_file, to_plain, write_json
@@ -79,12 +79,13 @@ def run(args: argparse.Namespace) -> int:
     data_dir = args.data_dir if args.data_dir is not None else train_cfg.get("data_dir")
     if args.data_dir is None and args.dataset in (None, train_cfg.get("dataset")):
         options.check_recorded_data_dir(data_dir, args.checkpoint)
-    kwargs = dataset_kwargs(name, args.split, train_cfg, _own_dataset(args, train_cfg))
+    kwargs = split_kwargs(name, args.split, train_cfg, _own_dataset(args, train_cfg))
     kwargs.update(args.dataset_options or {})                       # --dataset-options 覆盖检查点的设置
     if note := _changed_split_note(args, train_cfg, kwargs):
         print(note, file=sys.stderr)
     try:
-        dataset = build_dataset(name, root=data_dir, split=args.split, **kwargs)
+        with options_blamed(name, args.dataset_options):             # 选项取值有误时指明选项
+            dataset = build_dataset(name, root=data_dir, split=args.split, **kwargs)
     except ConfigError as exc:
         raise ConfigError(_no_validation_split(args, train_cfg, kwargs) or str(exc)) from None
     indices = None if args.max_images is None else list(range(min(len(dataset), args.max_images)))
@@ -94,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_dataset(model, meta, dataset, device=device, indices=indices, **settings)
     result = {"checkpoint": str(args.checkpoint), "dataset": name, "split": args.split, **result}
     table = metrics_table(result["metrics"], meta.get("class_names"))
-    header = f"{Path(args.checkpoint).name} on {name}/{args.split} ({result['n_images']} images)"
+    fold = f"fold {kwargs['fold']} of {kwargs['folds']}, " if kwargs.get("folds") else ""   # k 折时注明是哪一折
+    header = f"{Path(args.checkpoint).name} on {name}/{args.split} ({fold}{result['n_images']} images)"
     if output is not None:
         write_json(output, result, what="metrics report")
         print(header, table, f"\nwritten to {output}", sep="\n")
@@ -131,27 +133,6 @@ def _no_validation_split(args: argparse.Namespace, train_cfg: dict[str, Any], kw
     return (f"{args.checkpoint} was trained with --val-fraction 0, on every training image, so it has no "
             "validation split to score. Score those images with --split train (an optimistic figure: the model "
             "has seen them), or estimate its quality with `unet-course cv`.")
-
-
-def dataset_kwargs(name: str, split: str, train_cfg: dict[str, Any], same_dataset: bool = True) -> dict[str, Any]:
-    """Arguments of ``build_dataset`` taken from the checkpoint's ``train_config`` (same split, same sizes).
-    从检查点的 train_config 中取出 build_dataset 需要的参数（保证划分与尺寸一致）
-
-    The checkpoint's ``dataset_options`` (e.g. ISBI-2012's ``n_val``/``n_holdout``) are included when the data
-    set is the one it was trained on (``same_dataset``). 在同一数据集上评估时带上训练时的 dataset_options
-
-    >>> dataset_kwargs("isbi2012", "holdout", {"seed": 0, "val_fraction": 0.2, "dataset_options": {"n_holdout": 3}})
-    {'seed': 0, 'val_fraction': 0.2, 'n_holdout': 3}
-    """
-    wanted: dict[str, Any] = {"seed": data_seed_of(train_cfg), "in_channels": train_cfg.get("in_channels")}
-    if name.replace("_", "-").lower().startswith("synthetic"):
-        wanted["image_size"] = train_cfg.get("image_size")
-        wanted["n_samples"] = train_cfg.get("train_samples" if split == "train" else "val_samples")
-    else:
-        wanted["val_fraction"] = train_cfg.get("val_fraction")
-    if same_dataset:
-        wanted.update(train_cfg.get("dataset_options") or {})      # 与训练时相同的划分
-    return {k: v for k, v in wanted.items() if v is not None}
 
 
 def metrics_table(metrics: dict[str, Any], class_names: Sequence[str] | None) -> str:

@@ -23,11 +23,14 @@ Errors from workers: torch re-raises an exception from a worker process as the s
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, RandomSampler, default_collate
@@ -41,8 +44,8 @@ from .isbi import ISBI2012Dataset
 from .synthetic import SyntheticSegmentation
 from .workers import WorkerSetup
 
-__all__ = ["DATASETS", "DataInfo", "build_dataset", "build_loaders", "check_folds", "dataset_options", "resolve_num_workers",
-           "split_indices", "collate_segmentation", "SegmentationLoader", "worker_free_message"]
+__all__ = ["DATASETS", "DataInfo", "build_dataset", "build_loaders", "check_folds", "dataset_options",
+           "options_blamed", "resolve_num_workers", "split_kwargs", "split_indices", "collate_segmentation", "SegmentationLoader", "worker_free_message"]
 
 
 def _synthetic(root=None, split: str = "train", **kw) -> SyntheticSegmentation:
@@ -154,8 +157,11 @@ def build_dataset(name: str, root=None, split: str = "train", **kw) -> Segmentat
 
 
 #: Arguments that :func:`build_loaders` sets itself from other TrainConfig fields. build_loaders 自行设置的参数
+#: A key here would silently override (or be overridden by) its own setting. 这些键会与其专门的设置冲突
 RESERVED_OPTIONS = {"root": "data_dir", "split": None, "augment": "augment", "crop_size": "crop_size",
-                    "n_samples": "train_samples / val_samples", "image_size": "image_size"}
+                    "n_samples": "train_samples / val_samples", "image_size": "image_size", "seed": "data_seed",
+                    "scale": "scale", "ignore_index": "ignore_index", "in_channels": "in_channels",
+                    "val_fraction": "val_fraction", "folds": "folds", "fold": "fold", "train": None, "transform": None}
 
 
 def dataset_options(name: str, options: dict | None) -> dict:
@@ -176,14 +182,39 @@ def dataset_options(name: str, options: dict | None) -> dict:
         raise ConfigError(f"dataset_options must be a dict (JSON object), got {type(options).__name__}.")
     taken = sorted(k for k in options if k in RESERVED_OPTIONS)
     if taken:
-        fields = ", ".join(f"{k} -> {RESERVED_OPTIONS[k] or 'chosen per loader'}" for k in taken)
-        raise ConfigError(f"dataset_options may not set {', '.join(taken)}: the loaders set them ({fields}).")
+        why = "; ".join(f"{k} has its own setting, {RESERVED_OPTIONS[k]}" if RESERVED_OPTIONS[k]
+                        else f"{k} is chosen by the loaders" for k in taken)
+        raise ConfigError(f"dataset_options may not set {', '.join(taken)}: {why}.")
     unknown = sorted(set(options) - _accepted(key))
     if unknown:
         accepted = sorted(_accepted(key) - set(RESERVED_OPTIONS))
         raise ConfigError(f"dataset_options {', '.join(unknown)} are not arguments of dataset {key!r}."
                           f"{did_you_mean(unknown, accepted)} It accepts: {', '.join(accepted)}.")
     return dict(options)
+
+
+@contextmanager
+def options_blamed(name: str, options: dict | None) -> Iterator[None]:
+    """Turn a ``TypeError`` / ``ValueError`` a data set raises while taking user-given ``options`` (a string where
+    a list belongs, say) into a :class:`ConfigError` that names them; without options nothing changes.
+    数据集因 dataset_options 的取值出错时，给出指明这些选项的错误而不是堆栈
+
+    >>> with options_blamed("synthetic", {"std": -1}):
+    ...     tuple(float(s) for s in -1)
+    Traceback (most recent call last):
+    ...
+    unet_course.errors.ConfigError: Dataset 'synthetic' could not use dataset_options {"std": -1}: 'int' object is not iterable. Check the values against the data set's docstring (e.g. mean and std are lists, one number per channel).
+    """
+    try:
+        yield
+    except UNetCourseError:
+        raise
+    except (TypeError, ValueError) as exc:
+        if not options:
+            raise
+        raise ConfigError(f"Dataset {_normalise_name(name)!r} could not use dataset_options {json.dumps(options)}: "
+                          f"{exc}. Check the values against the data set's docstring (e.g. mean and std are lists, "
+                          "one number per channel).") from None
 
 
 @dataclass
@@ -355,6 +386,34 @@ def check_folds(name: str, folds: int) -> None:
                           "options) instead.")
 
 
+def split_kwargs(name: str, split: str, train_cfg: dict[str, Any], same_dataset: bool = True) -> dict[str, Any]:
+    """The one rule for rebuilding a run's ``split``: arguments of :func:`build_dataset` taken from its
+    ``train_config`` (the same data seed, fold, validation fraction and sizes), so a checkpoint is scored on the
+    images it was validated on and never on images it trained on.
+    从训练配置重建同一划分（同样的种子、折、验证比例与尺寸），保证评分图像与训练时的验证集一致
+
+    The run's ``dataset_options`` (e.g. ISBI-2012's ``n_val``/``n_holdout``) and its k-fold split (``folds``,
+    ``fold``) are included when the data set is the one it was trained on (``same_dataset``).
+    在同一数据集上评分时带上训练时的 dataset_options 与 k 折划分
+
+    >>> split_kwargs("isbi2012", "holdout", {"seed": 0, "val_fraction": 0.2, "dataset_options": {"n_holdout": 3}})
+    {'seed': 0, 'val_fraction': 0.2, 'n_holdout': 3}
+    >>> split_kwargs("drive", "val", {"seed": 1, "data_seed": 0, "val_fraction": 0.2, "folds": 5, "fold": 3})
+    {'seed': 0, 'val_fraction': 0.2, 'folds': 5, 'fold': 3}
+    """
+    wanted: dict[str, Any] = {"seed": data_seed_of(train_cfg), "in_channels": train_cfg.get("in_channels")}
+    if _normalise_name(name).startswith("synthetic"):
+        wanted["image_size"] = train_cfg.get("image_size")
+        wanted["n_samples"] = train_cfg.get("train_samples" if split == "train" else "val_samples")
+    else:
+        wanted["val_fraction"] = train_cfg.get("val_fraction")
+    if same_dataset:
+        if train_cfg.get("folds"):                                  # k 折：第 fold 折是验证集
+            wanted.update(folds=train_cfg["folds"], fold=train_cfg.get("fold", 0))
+        wanted.update(train_cfg.get("dataset_options") or {})      # 与训练时相同的划分
+    return {k: v for k, v in wanted.items() if v is not None}
+
+
 def _train_and_val_datasets(cfg, key: str) -> tuple[SegmentationDataset, SegmentationDataset | None]:
     """The two splits of ``cfg``; no validation set for real data with ``val_fraction == 0``.
     按 cfg 构建训练与验证数据集；真实数据 val_fraction=0 时没有验证集
@@ -363,19 +422,21 @@ def _train_and_val_datasets(cfg, key: str) -> tuple[SegmentationDataset, Segment
     common = dict(seed=data_seed_of(cfg), scale=cfg.scale, ignore_index=cfg.ignore_index)   # 数据划分种子
     if cfg.in_channels is not None:
         common["in_channels"] = cfg.in_channels
-    common.update(dataset_options(key, getattr(cfg, "dataset_options", None)))   # 如 ISBI-2012 的 n_val / n_holdout
-    if key.startswith("synthetic"):
-        train_ds = build_dataset(key, split="train", n_samples=cfg.train_samples, image_size=cfg.image_size,
-                                 augment=cfg.augment, crop_size=cfg.crop_size, **common)
-        val_ds = build_dataset(key, split="val", n_samples=cfg.val_samples, image_size=cfg.image_size, **common)
-    else:
-        common["val_fraction"] = cfg.val_fraction
-        if getattr(cfg, "folds", 0):                                   # k 折交叉验证：第 fold 折作验证集
-            common.update(folds=cfg.folds, fold=cfg.fold)
-        train_ds = build_dataset(key, root=cfg.data_dir, split="train", augment=cfg.augment,
-                                 crop_size=cfg.crop_size, **common)
-        # val_fraction=0：用全部图像训练、不做验证（best.pt 按训练损失选择）
-        val_ds = build_dataset(key, root=cfg.data_dir, split="val", **common) if cfg.val_fraction > 0 else None
+    options = dataset_options(key, getattr(cfg, "dataset_options", None))   # 如 ISBI-2012 的 n_val / n_holdout
+    common.update(options)
+    with options_blamed(key, options):                              # 选项取值有误时指明选项
+        if key.startswith("synthetic"):
+            train_ds = build_dataset(key, split="train", n_samples=cfg.train_samples, image_size=cfg.image_size,
+                                     augment=cfg.augment, crop_size=cfg.crop_size, **common)
+            val_ds = build_dataset(key, split="val", n_samples=cfg.val_samples, image_size=cfg.image_size, **common)
+        else:
+            common["val_fraction"] = cfg.val_fraction
+            if getattr(cfg, "folds", 0):                               # k 折交叉验证：第 fold 折作验证集
+                common.update(folds=cfg.folds, fold=cfg.fold)
+            train_ds = build_dataset(key, root=cfg.data_dir, split="train", augment=cfg.augment,
+                                     crop_size=cfg.crop_size, **common)
+            # val_fraction=0：用全部图像训练、不做验证（best.pt 按训练损失选择）
+            val_ds = build_dataset(key, root=cfg.data_dir, split="val", **common) if cfg.val_fraction > 0 else None
     rotate, elastic = getattr(cfg, "rotate", 0.0), getattr(cfg, "elastic", 0.0)
     if rotate or elastic:                                   # 旋转与弹性形变只作用于训练裁剪
         train_ds.set_warp(rotate=rotate, elastic=elastic)
