@@ -60,6 +60,25 @@ def test_missing_root_shows_expected_layout(tmp_path):
     assert "train-volume.tif" in str(err.value) and "train-labels.tif" in str(err.value)
 
 
+@pytest.mark.parametrize("values,fix", [((0, 1), "0/1 export (1 = cell interior): write labels * 255"),
+                                        ((0, 65535), "16-bit 0/65535 export: write it as 8-bit (labels // 257)"),
+                                        ((0, 128, 255), "fit the folder data set")])
+def test_isbi_labels_other_than_0_and_255_are_refused_naming_the_file_and_slices(tmp_path, values, fix):
+    """A 0/1 label stack stopped at the first slice with a message about a mask 'slice_01' and advice (pass
+    mask_values=[...]) that ISBI-2012 does not take. 以前 0/1 标签栈的报错只提到 slice_01，建议也不适用"""
+    rng = np.random.default_rng(0)
+    labels = np.full((30, 16, 16), 255, np.uint16 if max(values) > 255 else np.uint8)
+    labels[4:6] = rng.choice(values, size=(2, 16, 16))                  # slices 4 and 5 only
+    labels[4:6, 0, 0] = values[1]                                       # each holds the odd value
+    tifffile.imwrite(tmp_path / "train-volume.tif", rng.integers(0, 255, (30, 16, 16), dtype=np.uint8))
+    tifffile.imwrite(tmp_path / "train-labels.tif", labels)
+    with pytest.raises(DataError) as err:
+        build_dataset("isbi2012", root=tmp_path)
+    msg = str(err.value)
+    assert f"{str(tmp_path / 'train-labels.tif')!r} holds value(s) {values[1]}" in msg
+    assert "in slice(s) 4, 5." in msg and fix in msg
+
+
 def test_folder_with_no_images(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()

@@ -58,6 +58,35 @@ def _load_stack(path: str) -> np.ndarray:
     return arr
 
 
+def check_label_values(labels: np.ndarray, path: Path) -> None:
+    """Refuse a label stack holding anything but 0 (membrane) and 255 (cell interior), naming the slices and the fix,
+    before training starts (a 0/1 export is the common case). 标签栈只能含 0 与 255，否则指明切片与修复方法
+
+    >>> check_label_values(np.array([[[0, 1]]], dtype=np.uint8), Path("train-labels.tif"))
+    Traceback (most recent call last):
+    ...
+    unet_course.errors.DataError: 'train-labels.tif' holds value(s) 1 besides ISBI-2012's 0 (membrane) and 255 (cell interior), in slice(s) 0. It looks like a 0/1 export (1 = cell interior): write labels * 255 as train-labels.tif in a new folder beside a copy of train-volume.tif and pass that folder with --data-dir.
+    """
+    stray = (labels != 0) & (labels != 255)                       # (N, H, W) 不是 0/255 的像素
+    if not stray.any():
+        return
+    values = np.unique(labels[stray]).tolist()
+    slices = np.flatnonzero(stray.reshape(len(labels), -1).any(axis=1)).tolist()
+    shown = ", ".join(str(v) for v in values[:10]) + (" ..." if len(values) > 10 else "")
+    where = ", ".join(str(k) for k in slices[:10]) + (f" ... ({len(slices)} slices)" if len(slices) > 10 else "")
+    if set(values) == {1}:
+        fix = ("It looks like a 0/1 export (1 = cell interior): write labels * 255 as train-labels.tif in a new "
+               "folder beside a copy of train-volume.tif and pass that folder with --data-dir.")
+    elif set(values) == {65535}:
+        fix = ("It looks like a 16-bit 0/65535 export: write it as 8-bit (labels // 257) as train-labels.tif in a "
+               "new folder beside a copy of train-volume.tif and pass that folder with --data-dir.")
+    else:
+        fix = ("Labels with other values (more classes, or edges blurred by resizing) fit the folder data set: one "
+               "image and one mask PNG per slice, --dataset folder (data/README.md), where mask_values names them.")
+    raise DataError(f"{str(path)!r} holds value(s) {shown} besides ISBI-2012's 0 (membrane) and 255 (cell "
+                    f"interior), in slice(s) {where}. {fix}")
+
+
 class ISBI2012Dataset(SegmentationDataset):
     """ISBI-2012 EM membranes: 30 labelled 512x512 gray slices (+ 30 unlabelled test slices).
     ISBI-2012 电镜细胞膜：30 张带标签的 512x512 灰度切片
@@ -74,7 +103,8 @@ class ISBI2012Dataset(SegmentationDataset):
             :class:`~unet_course.data.base.SegmentationDataset`.
 
     Raises:
-        DataError: missing files (the message shows the layout), unreadable TIFFs, volume/label size mismatch.
+        DataError: missing files (the message shows the layout), unreadable TIFFs, volume/label size mismatch,
+            label values other than 0 and 255.
         ConfigError: unknown or empty split.
     """
 
@@ -118,6 +148,7 @@ class ISBI2012Dataset(SegmentationDataset):
                     f"train-labels.tif has shape {labels.shape} but train-volume.tif has {volume.shape}; they must "
                     "hold the same number of slices of the same size."
                 )
+            check_label_values(labels, label_path)                  # 只允许 0 与 255
         if volume.ndim != 3:
             raise DataError(f"{volume_name} has shape {volume.shape}; expected gray slices (N, H, W).")
         n = volume.shape[0]
