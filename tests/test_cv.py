@@ -158,8 +158,8 @@ def test_cv_refuses_finished_folds_trained_with_other_settings(tmp_path: Path, c
 
 
 def test_cv_refuses_the_train_flags_it_cannot_use(tmp_path: Path, capsys) -> None:
-    """``cv --fold 1`` trained every fold anyway, in silence; ``cv --resume`` gave train's resume advice.
-    cv --fold 以前被悄悄忽略；cv --resume 给出的是 train 的续训建议
+    """``cv --fold 1`` trained every fold anyway, in silence; ``cv --resume`` gave train's resume advice;
+    ``cv --folds 0`` ran 5 folds. cv --fold 以前被悄悄忽略；cv --resume 给出的是 train 的续训建议
     """
     out = tmp_path / "cv"
     assert main(_tiny_cv(tmp_path / "data", out, "--fold", "1")) == 2
@@ -168,6 +168,10 @@ def test_cv_refuses_the_train_flags_it_cannot_use(tmp_path: Path, capsys) -> Non
     assert main(_tiny_cv(tmp_path / "data", out, "--resume", "last")) == 2
     assert capsys.readouterr().err == ("error: cv has no --resume: it reuses every finished fold in its --out-dir, "
                                        "so run the same command again to continue.\n")
+    argv = _tiny_cv(tmp_path / "data", out)
+    argv[argv.index("--folds") + 1] = "0"                               # train's "no cross-validation"
+    assert main(argv) == 2                                              # ran 5 folds before 以前静默地跑 5 折
+    assert "error: cv needs at least 2 folds, and --folds 0" in capsys.readouterr().err
     assert not out.exists()
 
 

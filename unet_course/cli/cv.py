@@ -63,6 +63,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     train.configure_parser(parser)
     parser.description = ("k-fold cross-validation: train the recipe k times, each time validating on one fold, "
                           "and report F1 (foreground Dice inside the valid pixels) as mean ± sd over folds.")
+    for action in parser._actions:                                    # --folds: cv's default is 5, not 0
+        if action.dest == "folds":
+            action.help = "number of folds, >= 2 (default 5) 交叉验证折数"
     parser.add_argument("--thresholds", type=_thresholds, default=list(DEFAULT_THRESHOLDS),
                         help="comma-separated decision thresholds to score (default 0.30,0.35,...,0.70)")
     parser.set_defaults(func=run)
@@ -195,6 +198,9 @@ def run(args: argparse.Namespace) -> int:
     if "fold" in given:
         raise ConfigError("cv trains every fold in turn, so --fold is not used; train one fold with "
                           "`unet-course train --folds K --fold I`.")
+    if given.get("folds") == 0:
+        raise ConfigError("cv needs at least 2 folds, and --folds 0 (train's 'no cross-validation') has no meaning "
+                          "here; give --folds K with K >= 2, or leave it out for 5 folds.")
     if "resume" in given:
         raise ConfigError("cv has no --resume: it reuses every finished fold in its --out-dir, so run the same "
                           "command again to continue.")
