@@ -71,6 +71,25 @@ def test_prediction_notebook_runs_on_drive_with_injected_parameters(drive_root: 
     assert "tiles of 64x64" in text                                     # the tile parameter reached section 6
 
 
+def test_prediction_notebook_runs_on_kaggle_carvana_layout_with_0_1_masks(tmp_path: Path):
+    """The Kaggle way (``-p dataset carvana -p data_dir ...``): Carvana's masks are 0/1 GIFs. Section 4 built its
+    float mask as ``raw / 255`` (all values below 1, so its own check failed), and section 7 could not save a
+    gray (H, W, 1) image with PIL (ISBI-2012). Carvana 的 0/1 掩码曾使第 4 节的自检失败"""
+    from conftest import write_carvana_fixture
+
+    from unet_course.notebook_tools import execute_headless
+
+    root = write_carvana_fixture(tmp_path / "carvana")
+    out = tmp_path / "05_carvana.ipynb"
+    params = {"dataset": "carvana", "data_dir": str(root), "epochs": 1, "batch_size": 2, "enhance": "none",
+              "min_fov_f1": 0.0, "out_dir": str(tmp_path / "runs")}
+    execute_headless(REPO_ROOT / "notebooks" / "05_prediction.ipynb", out, parameters=params, cwd=tmp_path)
+    text = _outputs(json.loads(out.read_text()))
+    assert "data set carvana" in text and "mask_values=[0, 1]" in text  # Carvana's 0/1 masks were used
+    assert "foreground pixels, .long()" in text                         # section 4's float trap ran
+    assert ".png: input (48, 64), mask (48, 64) uint8, values subset of [0, 1]: True" in text  # section 7 ran
+
+
 @pytest.mark.parametrize("name", ["01_preprocessing", "02_architecture", "03_loss_and_mixed_precision",
                                   "04_training_loop", "05_prediction"])
 def test_papermill_sees_every_name_of_the_parameters_cell(name: str):
