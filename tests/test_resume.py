@@ -107,12 +107,17 @@ def test_cli_resume_refuses_a_new_model_shape(cli_run, capsys):
                                           (["--mode", "binary"], "the loss mode"),
                                           (["--dataset", "synthetic-multiclass"],
                                            "the data set and its train/validation split"),
-                                          (["--seed", "1"], "the data set and its train/validation split")])
+                                          (["--seed", "1"], "the data set and its train/validation split"),
+                                          # a run trained on fold 2 went on on fold 1 in silence 以前可悄悄换折
+                                          (["--folds", "2"], "the data set and its train/validation split"),
+                                          (["--dataset-options", '{"task": "multiclass"}'],
+                                           "the data set and its train/validation split")])
 def test_cli_resume_refuses_every_fixed_setting(cli_run, capsys, flags, named):
     capsys.readouterr()
     assert main(["train", "--resume", str(cli_run / "last.pt"), *flags]) == 2
     err = capsys.readouterr().err
-    assert f"{flags[0]} {flags[1]}" in err and f"{named} cannot change on resume" in err
+    shown = flags[1] if flags[0] != "--dataset-options" else "{'task': 'multiclass'}"   # the parsed value
+    assert f"{flags[0]} {shown}" in err and f"{named} cannot change on resume" in err
 
 
 def test_api_resume_counts_every_differing_field(cli_run):

@@ -40,7 +40,8 @@ AUTO_WHEN_NONE = ("channels_last", "in_channels", "n_classes")
 #: Settings that define the run and cannot change on resume, grouped by what they are. 续训时不能修改的设置
 FIXED = {
     "the model shape": ("base_channels", "depth", "bilinear", "in_channels", "n_classes"),
-    "the data set and its train/validation split": ("dataset", "val_fraction", "seed", "data_seed"),
+    "the data set and its train/validation split": ("dataset", "val_fraction", "seed", "data_seed", "folds", "fold",
+                                                    "dataset_options"),
     "the loss mode": ("mode",),
     "the optimizer type": ("optimizer",),
     "the scheduler type": ("scheduler",),
