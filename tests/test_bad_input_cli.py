@@ -66,6 +66,18 @@ def test_predict_refuses_two_inputs_with_the_same_stem(tmp_path, capsys):
     assert not out.exists() and _digest(inputs) == before               # 拒绝发生在任何工作之前
 
 
+def test_predict_refuses_two_inputs_whose_outputs_differ_only_in_case(tmp_path, capsys):
+    """``X.PNG`` and ``x.png`` wrote ``X.png`` and ``x.png``: on macOS and Windows one file, so the second mask
+    replaced the first. 仅大小写不同的输出在 macOS 与 Windows 上是同一个文件"""
+    inputs = _images(tmp_path / "images", "x.png", "X.PNG")
+    out = tmp_path / "masks"
+    code = cli.main(["predict", "-m", str(rgb_checkpoint(tmp_path)), "--input-dir", str(inputs), "-o", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "'X.png' and 'x.png' are one file on macOS and Windows" in err and "would both write" in err
+    assert not out.exists()
+
+
 def test_predict_refuses_an_output_file_name_for_its_output_folder(tmp_path, capsys):
     """``-o mask.png`` made a folder called mask.png holding x.png. 以前 -o mask.png 会建出名为 mask.png 的目录"""
     inputs = _images(tmp_path / "images", "x.png")

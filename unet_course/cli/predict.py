@@ -246,19 +246,22 @@ def check_outputs(jobs: Sequence[Job], out_dir: Path) -> None:
             f"{OUTPUT_FLAG} {str(out_dir)!r} is the folder of the input(s) {', '.join(beside[:3])}"
             f"{' ...' if len(beside) > 3 else ''}; masks are named like their inputs and would overwrite or mix "
             f"with them. Choose another {OUTPUT_FLAG} folder.")
-    writers: dict[Path, Path] = {}
+    writers: dict[Path, tuple[Path, str]] = {}
     for job in jobs:
         for output in job.outputs.values():
             resolved = output.expanduser().resolve()
             if resolved in inputs:
                 raise OutputError(f"Writing {str(output)!r} would overwrite the input {str(inputs[resolved])!r}. "
                                   f"Choose another {OUTPUT_FLAG} folder.")
-            if resolved in writers:
+            key = resolved.with_name(resolved.name.casefold())    # macOS / Windows: A.png is a.png 不区分大小写
+            if key in writers:
+                first, name = writers[key]
+                why = ("outputs are named by the input's name without its suffix" if name == output.name else
+                       f"{name!r} and {output.name!r} are one file on macOS and Windows, where case does not count")
                 raise OutputError(
-                    f"The inputs {str(writers[resolved])!r} and {str(job.path)!r} would both write "
-                    f"{str(output)!r} (outputs are named by the input's name without its suffix). Rename one of "
-                    f"them, or predict them in two runs with different {OUTPUT_FLAG} folders.")
-            writers[resolved] = job.path
+                    f"The inputs {str(first)!r} and {str(job.path)!r} would both write {str(output)!r} ({why}). "
+                    f"Rename one of them, or predict them in two runs with different {OUTPUT_FLAG} folders.")
+            writers[key] = (job.path, output.name)
     foreign = [str(output) for job in jobs for output in job.outputs.values() if not may_replace(output, job)]
     if foreign:
         raise OutputError(
