@@ -66,6 +66,17 @@ def test_predict_refuses_two_inputs_with_the_same_stem(tmp_path, capsys):
     assert not out.exists() and _digest(inputs) == before               # 拒绝发生在任何工作之前
 
 
+def test_predict_input_dir_skips_hidden_files_as_the_data_sets_do(tmp_path, capsys):
+    """macOS leaves ``._x.png`` (AppleDouble) beside ``x.png`` on other disks; the data sets skip hidden files,
+    predict read it as an input and failed. 以前 predict 会读取 macOS 的 ._x.png 并报错"""
+    inputs = _images(tmp_path / "images", "x.png")
+    (inputs / "._x.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    out = tmp_path / "masks"
+    assert cli.main(["predict", "-m", str(rgb_checkpoint(tmp_path)), "--input-dir", str(inputs), "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["x.png"]
+    assert "._x.png" not in capsys.readouterr().err
+
+
 def test_predict_refuses_two_inputs_whose_outputs_differ_only_in_case(tmp_path, capsys):
     """``X.PNG`` and ``x.png`` wrote ``X.png`` and ``x.png``: on macOS and Windows one file, so the second mask
     replaced the first. 仅大小写不同的输出在 macOS 与 Windows 上是同一个文件"""

@@ -47,7 +47,7 @@ import tifffile
 from PIL import Image, PngImagePlugin
 
 from ..checkpoint import load_model
-from ..data.io import IMAGE_EXTENSIONS, page_count, read_image, read_stack
+from ..data.io import IMAGE_EXTENSIONS, is_image_file, page_count, read_image, read_stack
 from ..env import default_out_dir, pick_device
 from ..errors import CheckpointError, ConfigError, DataError, OutputError, UNetCourseError
 from ..files import checked_output_dir, write_with
@@ -182,7 +182,8 @@ def collect_inputs(files: Sequence[str] | None, folder: str | None) -> list[Path
         root = Path(folder).expanduser()
         if not root.is_dir():
             raise DataError(f"--input-dir {str(root)!r} is not a folder.")
-        paths = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        # the data sets' rule: visible files with an image extension (not macOS's ._x.png) 与数据集相同的规则
+        paths = sorted(p for p in root.iterdir() if p.is_file() and is_image_file(p))
         if not paths:
             raise DataError(f"--input-dir {str(root)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
         return paths
