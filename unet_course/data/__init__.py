@@ -55,7 +55,8 @@ from .synthetic import SYNTHETIC_MEAN, SYNTHETIC_STD, SyntheticSegmentation, ren
 from .transforms import SegmentationTransform, compute_mean_std, preprocess_image, scaled_size
 
 __all__ = [
-    "DATASETS", "DataInfo", "build_dataset", "build_loaders", "dataset_options", "options_blamed", "resolve_num_workers", "split_kwargs", "split_indices",
+    "DATASETS", "DataInfo", "build_dataset", "build_loaders", "dataset_options", "options_blamed",
+    "resolve_num_workers", "split_kwargs", "split_indices",
     "collate_segmentation", "SegmentationLoader", "worker_free_message",
     "SegmentationDataset", "SyntheticSegmentation", "render_sample", "FolderPairs", "CarvanaDataset",
     "DRIVEDataset", "ISBI2012Dataset",

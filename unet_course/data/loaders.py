@@ -45,7 +45,8 @@ from .synthetic import SyntheticSegmentation
 from .workers import WorkerSetup
 
 __all__ = ["DATASETS", "DataInfo", "build_dataset", "build_loaders", "check_folds", "dataset_options",
-           "options_blamed", "resolve_num_workers", "split_kwargs", "split_indices", "collate_segmentation", "SegmentationLoader", "worker_free_message"]
+           "options_blamed", "resolve_num_workers", "split_kwargs", "split_indices", "collate_segmentation",
+           "SegmentationLoader", "worker_free_message"]
 
 
 def _synthetic(root=None, split: str = "train", **kw) -> SyntheticSegmentation:
@@ -419,24 +420,18 @@ def _train_and_val_datasets(cfg, key: str) -> tuple[SegmentationDataset, Segment
     按 cfg 构建训练与验证数据集；真实数据 val_fraction=0 时没有验证集
     """
     check_folds(key, getattr(cfg, "folds", 0))                        # 不支持 k 折的数据集不能静默忽略 folds
-    common = dict(seed=data_seed_of(cfg), scale=cfg.scale, ignore_index=cfg.ignore_index)   # 数据划分种子
-    if cfg.in_channels is not None:
-        common["in_channels"] = cfg.in_channels
     options = dataset_options(key, getattr(cfg, "dataset_options", None))   # 如 ISBI-2012 的 n_val / n_holdout
-    common.update(options)
+    settings = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(vars(cfg))
+    common = dict(scale=cfg.scale, ignore_index=cfg.ignore_index)
+    root = None if key.startswith("synthetic") else cfg.data_dir
+    # val_fraction=0 on real data: every image trains, no validation (best.pt by training loss) 不做验证
+    has_val = key.startswith("synthetic") or cfg.val_fraction > 0
     with options_blamed(key, options):                              # 选项取值有误时指明选项
-        if key.startswith("synthetic"):
-            train_ds = build_dataset(key, split="train", n_samples=cfg.train_samples, image_size=cfg.image_size,
-                                     augment=cfg.augment, crop_size=cfg.crop_size, **common)
-            val_ds = build_dataset(key, split="val", n_samples=cfg.val_samples, image_size=cfg.image_size, **common)
-        else:
-            common["val_fraction"] = cfg.val_fraction
-            if getattr(cfg, "folds", 0):                               # k 折交叉验证：第 fold 折作验证集
-                common.update(folds=cfg.folds, fold=cfg.fold)
-            train_ds = build_dataset(key, root=cfg.data_dir, split="train", augment=cfg.augment,
-                                     crop_size=cfg.crop_size, **common)
-            # val_fraction=0：用全部图像训练、不做验证（best.pt 按训练损失选择）
-            val_ds = build_dataset(key, root=cfg.data_dir, split="val", **common) if cfg.val_fraction > 0 else None
+        # the split (seed, fold, sizes, options) by the rule evaluate and cv use 与 evaluate、cv 同一划分规则
+        train_ds = build_dataset(key, root=root, split="train", augment=cfg.augment, crop_size=cfg.crop_size,
+                                 **common, **split_kwargs(key, "train", settings))
+        val_ds = (build_dataset(key, root=root, split="val", **common, **split_kwargs(key, "val", settings))
+                  if has_val else None)
     rotate, elastic = getattr(cfg, "rotate", 0.0), getattr(cfg, "elastic", 0.0)
     if rotate or elastic:                                   # 旋转与弹性形变只作用于训练裁剪
         train_ds.set_warp(rotate=rotate, elastic=elastic)
