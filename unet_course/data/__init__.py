@@ -9,7 +9,8 @@ Start here::
 
 Files: ``io`` (reading files; the bit depth, channel and suffix rules), ``masks`` (values <-> class indices,
 stray values, :func:`inspect_masks`), ``synthetic``,
-``folder`` (image/mask pairs, Carvana, zips), ``drive``, ``isbi``, ``transforms``, ``loaders``.
+``folder`` (image/mask pairs, Carvana, zips), ``drive``, ``isbi``, ``transforms``, ``registry`` (data sets by
+name and the split rule), ``loaders``.
 See data/README.md for where to get each real data set and the expected folder trees.
 各真实数据集的获取方式与目录结构见 data/README.md
 """
@@ -30,16 +31,11 @@ from .io import (
 )
 from .isbi import ISBI_MASK_VALUES, ISBI_MEAN, ISBI_STD, ISBI2012Dataset
 from .loaders import (
-    DATASETS,
     DataInfo,
     SegmentationLoader,
-    build_dataset,
     build_loaders,
     collate_segmentation,
-    dataset_options,
-    options_blamed,
     resolve_num_workers,
-    split_kwargs,
     worker_free_message,
 )
 from .masks import (
@@ -51,6 +47,7 @@ from .masks import (
     inspect_masks,
     values_to_indices,
 )
+from .registry import DATASETS, build_dataset, dataset_options, options_blamed, split_kwargs
 from .synthetic import SYNTHETIC_MEAN, SYNTHETIC_STD, SyntheticSegmentation, render_sample
 from .transforms import SegmentationTransform, compute_mean_std, preprocess_image, scaled_size
 
