@@ -102,6 +102,15 @@ def test_cli_resume_refuses_a_new_model_shape(cli_run, capsys):
     assert (cli_run / "last.pt").read_bytes() == before                      # 检查点原样保留
 
 
+def test_cli_resume_from_a_run_folder_names_its_checkpoints(cli_run, capsys):
+    """``--resume runs/x`` (the folder) said the checkpoint 'does not exist'. 以前传入运行目录时提示“不存在”"""
+    capsys.readouterr()
+    assert main(["train", "--resume", str(cli_run), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: Cannot resume: {str(cli_run)!r} is a folder, not a checkpoint" in err
+    assert f"--resume {str(cli_run / 'last.pt')!r} (.pt files there: best.pt, last.pt)" in err
+
+
 @pytest.mark.parametrize("flags, named", [(["--optimizer", "sgd"], "the optimizer type"),
                                           (["--scheduler", "cosine"], "the scheduler type"),
                                           (["--mode", "binary"], "the loss mode"),

@@ -50,7 +50,7 @@ def resolve_resume(resume: str | None, out_dir: Path) -> Path | None:
     解析续训路径
 
     Raises:
-        CheckpointError: the file does not exist.
+        CheckpointError: the file does not exist, or is a folder (a run's out_dir).
 
     >>> resolve_resume(None, Path("runs/train")) is None
     True
@@ -58,6 +58,10 @@ def resolve_resume(resume: str | None, out_dir: Path) -> Path | None:
     if not resume:
         return None
     path = out_dir / f"{resume}.pt" if resume in ("last", "best") else Path(resume).expanduser()
+    if path.is_dir():                                                  # a run folder instead of its checkpoint
+        found = ", ".join(sorted(p.name for p in path.glob("*.pt"))[:5]) or "none"
+        raise CheckpointError(f"Cannot resume: {str(path)!r} is a folder, not a checkpoint; pass the one to continue "
+                              f"from, e.g. --resume {str(path / 'last.pt')!r} (.pt files there: {found}).")
     if not path.is_file():
         nearby = sorted(out_dir.parent.glob(f"*/{path.name}"))[:3] if resume in ("last", "best") else []
         found = f" Found: {', '.join(str(p) for p in nearby)} (pass one of them, or its --out-dir)." if nearby else ""
