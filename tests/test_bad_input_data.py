@@ -79,6 +79,20 @@ def test_isbi_labels_other_than_0_and_255_are_refused_naming_the_file_and_slices
     assert "in slice(s) 4, 5." in msg and fix in msg
 
 
+def test_a_data_folder_one_level_off_names_the_right_one(tmp_path):
+    """``--data-dir DATA_ROOT`` or ``--data-dir DRIVE/training`` showed only the expected layout.
+    数据目录差一层时，错误信息直接给出正确的目录"""
+    (tmp_path / "DRIVE" / "training" / "images").mkdir(parents=True)
+    (tmp_path / "isbi2012").mkdir()
+    (tmp_path / "isbi2012" / "train-volume.tif").write_bytes(b"")
+    with pytest.raises(DataError, match="is the data root that holds DRIVE/: pass --data-dir '.*DRIVE'"):
+        build_dataset("drive", root=tmp_path)
+    with pytest.raises(DataError, match="is a folder inside the data set: pass its parent, --data-dir '.*DRIVE'"):
+        build_dataset("drive", root=tmp_path / "DRIVE" / "training")
+    with pytest.raises(DataError, match="holds isbi2012/: pass --data-dir '.*isbi2012', or --data-root"):
+        build_dataset("isbi2012", root=tmp_path)
+
+
 def test_folder_with_no_images(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()

@@ -11,6 +11,7 @@ fixes the channel count and applies the joint transform. ``dataset[i]`` is alway
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -105,6 +106,22 @@ def select_split(n: int, split: str, val_fraction: float, seed: int, what: str, 
             f"val_fraction > 0 for a validation split, or split='all'."
         )
     return chosen
+
+
+def wrong_level_hint(root: Path, name: str, marker: str) -> str:
+    """A sentence for a data folder one level off, or ``""``: ``root`` is the data root that holds the data set's
+    folder ``name``, or a folder inside the data set (its parent holds ``marker``).
+    数据目录差了一层时的提示：给的是数据根目录，或是数据集内部的子目录
+
+    >>> wrong_level_hint(Path("/nowhere"), "DRIVE", "training/images")
+    ''
+    """
+    if (root / name / marker).exists():
+        return (f" {str(root)!r} is the data root that holds {name}/: pass --data-dir {str(root / name)!r}, or "
+                f"--data-root {str(root)!r} without --data-dir.")
+    if (root.parent / marker).exists():
+        return f" {str(root)!r} is a folder inside the data set: pass its parent, --data-dir {str(root.parent)!r}."
+    return ""
 
 
 class SegmentationDataset(Dataset):

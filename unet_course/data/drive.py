@@ -30,7 +30,7 @@ import numpy as np
 
 from ..env import data_root
 from ..errors import ConfigError, DataError
-from .base import SegmentationDataset, select_split
+from .base import SegmentationDataset, select_split, wrong_level_hint
 from .io import TIFF_EXTENSIONS, read_image, read_mask, resolve_channels
 
 #: Per-channel RGB mean/std in [0, 1] units over all pixels of the 20 DRIVE training images, computed once with
@@ -55,7 +55,8 @@ DRIVE/
 
 def _missing_root(root: Path, what: str) -> DataError:
     return DataError(
-        f"DRIVE {what} not found at {str(root)!r}. Expected this layout:\n{DRIVE_LAYOUT}\n"
+        f"DRIVE {what} not found at {str(root)!r}.{wrong_level_hint(root, 'DRIVE', 'training/images')} "
+        f"Expected this layout:\n{DRIVE_LAYOUT}\n"
         "Download DRIVE (see data/README.md) and pass its folder with --data-dir (in Python: data_dir= or root=), "
         "or set UNET_COURSE_DATA to the folder that holds DRIVE/."
     )

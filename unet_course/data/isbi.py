@@ -32,7 +32,7 @@ import numpy as np
 
 from ..env import data_root
 from ..errors import ConfigError, DataError
-from .base import SegmentationDataset
+from .base import SegmentationDataset, wrong_level_hint
 from .io import read_stack, resolve_channels, to_uint8
 
 #: Mean/std of the 30 training slices in [0, 1] units, computed once with
@@ -130,7 +130,8 @@ class ISBI2012Dataset(SegmentationDataset):
         volume_path = root / volume_name
         if not volume_path.is_file():
             raise DataError(
-                f"ISBI-2012 file {volume_name!r} not found in {str(root)!r}. Expected this layout:\n{ISBI_LAYOUT}\n"
+                f"ISBI-2012 file {volume_name!r} not found in {str(root)!r}."
+                f"{wrong_level_hint(root, 'isbi2012', 'train-volume.tif')} Expected this layout:\n{ISBI_LAYOUT}\n"
                 "Download the challenge files (see data/README.md) and pass their folder with --data-dir (in Python: "
                 "data_dir= or root=)."
             )
