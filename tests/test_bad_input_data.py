@@ -91,6 +91,12 @@ def test_a_data_folder_one_level_off_names_the_right_one(tmp_path):
         build_dataset("drive", root=tmp_path / "DRIVE" / "training")
     with pytest.raises(DataError, match="holds isbi2012/: pass --data-dir '.*isbi2012', or --data-root"):
         build_dataset("isbi2012", root=tmp_path)
+    for folder in ("train", "train_masks"):
+        (tmp_path / "carvana-image-masking-challenge" / folder).mkdir(parents=True)
+    with pytest.raises(DataError, match="holds carvana-image-masking-challenge/: pass --data-dir"):
+        build_dataset("carvana", root=tmp_path)
+    with pytest.raises(DataError, match="inside the data set: pass its parent, --data-dir '.*challenge'"):
+        build_dataset("carvana", root=tmp_path / "carvana-image-masking-challenge" / "train")
 
 
 def test_folder_with_no_images(tmp_path):

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..env import data_root
 from ..errors import ConfigError, DataError
-from .base import SegmentationDataset, select_split
+from .base import SegmentationDataset, select_split, wrong_level_hint
 from .io import (
     IMAGE_EXTENSIONS,
     image_size,
@@ -386,9 +386,11 @@ def carvana_paths(root: str | Path) -> tuple[Path, Path]:
     for imgs, masks in (("train", "train_masks"), ("train.zip", "train_masks.zip")):
         if (root / imgs).exists() and (root / masks).exists():
             return root / imgs, root / masks
+    hint = next((h for name in ("carvana", "carvana-image-masking-challenge")
+                 if (h := wrong_level_hint(root, name, "train_masks"))), "")   # 目录差了一层
     raise DataError(
-        f"No Carvana images/masks in {str(root)!r} (found: {sorted(p.name for p in root.iterdir())[:8]}). Expected "
-        f"this layout:\n{CARVANA_LAYOUT}"
+        f"No Carvana images/masks in {str(root)!r} (found: {sorted(p.name for p in root.iterdir())[:8]}).{hint} "
+        f"Expected this layout:\n{CARVANA_LAYOUT}"
     )
 
 
