@@ -97,6 +97,9 @@ def test_a_data_folder_one_level_off_names_the_right_one(tmp_path):
         build_dataset("carvana", root=tmp_path)
     with pytest.raises(DataError, match="inside the data set: pass its parent, --data-dir '.*challenge'"):
         build_dataset("carvana", root=tmp_path / "carvana-image-masking-challenge" / "train")
+    imgs, _ = _pairs(tmp_path / "pairs")
+    with pytest.raises(DataError, match="'.*images' is a folder inside the data set: pass its parent, --data-dir '.*pairs'"):
+        build_dataset("folder", root=imgs)
 
 
 def test_folder_with_no_images(tmp_path):

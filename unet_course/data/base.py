@@ -108,15 +108,16 @@ def select_split(n: int, split: str, val_fraction: float, seed: int, what: str, 
     return chosen
 
 
-def wrong_level_hint(root: Path, name: str, marker: str) -> str:
+def wrong_level_hint(root: Path, name: str | None, marker: str) -> str:
     """A sentence for a data folder one level off, or ``""``: ``root`` is the data root that holds the data set's
-    folder ``name``, or a folder inside the data set (its parent holds ``marker``).
+    folder ``name`` (not checked when None: a folder data set has no fixed name), or a folder inside the data set
+    (its parent holds ``marker``).
     数据目录差了一层时的提示：给的是数据根目录，或是数据集内部的子目录
 
     >>> wrong_level_hint(Path("/nowhere"), "DRIVE", "training/images")
     ''
     """
-    if (root / name / marker).exists():
+    if name is not None and (root / name / marker).exists():
         return (f" {str(root)!r} is the data root that holds {name}/: pass --data-dir {str(root / name)!r}, or "
                 f"--data-root {str(root)!r} without --data-dir.")
     if (root.parent / marker).exists():

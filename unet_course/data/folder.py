@@ -154,8 +154,10 @@ def _open_source(path: Path, what: str, layout: str) -> _DirSource | _ZipSource:
         return _DirSource(path)
     if path.is_file() and path.suffix.lower() == ".zip":
         return _ZipSource(path)
+    hint = wrong_level_hint(path.parent, None, path.name)            # e.g. --data-dir ROOT/images 目录差了一层
     raise DataError(
-        f"{what} {str(path)!r} does not exist (or is neither a folder nor a .zip). Expected a layout like:\n{layout}"
+        f"{what} {str(path)!r} does not exist (or is neither a folder nor a .zip).{hint} Expected a layout "
+        f"like:\n{layout}"
     )
 
 
