@@ -189,8 +189,8 @@ def test_cv_scores_each_fold_with_the_dataset_options_it_trained_with(tmp_path: 
 
 
 def test_evaluate_scores_a_fold_checkpoint_on_the_fold_it_validated_on(tmp_path: Path) -> None:
-    """``evaluate fold_1/best.pt`` scored the ``val_fraction`` split instead of the fold (2 of 6 images here, one of
-    them trained on), so a fold's score mixed in its training images. 以前 evaluate 忽略 k 折，评分混入训练图像"""
+    """``evaluate fold_1/best.pt`` scored the ``val_fraction`` split instead of the fold (here 1 of the 6 images
+    instead of the fold's 3), which can hold images the fold trained on. 以前 evaluate 忽略 k 折，评分可能混入训练图像"""
     root = _folder(tmp_path / "data")
     out = tmp_path / "cv"
     assert main(_tiny_cv(root, out)) == 0
