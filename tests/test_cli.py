@@ -13,6 +13,7 @@ from PIL import Image
 from unet_course import cli
 from unet_course.checkpoint import load_checkpoint
 from unet_course.cli import options
+from unet_course.config import TrainConfig
 from unet_course.errors import ConfigError
 
 TINY = ["--image-size", "32", "--train-samples", "8", "--val-samples", "4", "--base-channels", "4", "--depth", "2",
@@ -89,6 +90,20 @@ def test_config_layering(tmp_path, monkeypatch, capsys):
     assert cli.available_recipes() == ["demo"]
     with pytest.raises(ConfigError, match="Unknown recipe 'nope'; available recipes: demo"):
         cli.load_recipe("nope")
+
+
+def test_config_file_with_a_byte_order_mark_or_a_recipe_key(tmp_path, capsys):
+    """A config saved by Windows Notepad starts with a UTF-8 BOM and was refused as invalid JSON; a ``"recipe"``
+    key got only the list of every field. 带 BOM 的配置文件以前被拒绝；"recipe" 键只得到全部字段的列表"""
+    config = tmp_path / "notepad.json"
+    config.write_bytes(b"\xef\xbb\xbf" + json.dumps({"epochs": 3}).encode())
+    assert cli.main(["train", "--config", str(config), "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["epochs"] == 3
+    assert TrainConfig.from_json(config).epochs == 3                   # the Python API reads it the same way
+    config.write_text(json.dumps({"recipe": "drive", "epochs": 3}))
+    assert cli.main(["train", "--config", str(config), "--print-config"]) == 2
+    assert (f"names a recipe, which is not a TrainConfig field; give it on the command line (--recipe drive "
+            f"--config {config})") in capsys.readouterr().err
 
 
 def test_train_then_evaluate_round_trip(tmp_path, capsys):

@@ -305,7 +305,7 @@ class TrainConfig:
     def from_json(cls, path: str | Path) -> TrainConfig:
         """Build from a JSON file of fields. 从 JSON 文件构建"""
         try:
-            values = json.loads(Path(path).read_text())
+            values = json.loads(Path(path).read_text(encoding="utf-8-sig"))   # a BOM (Notepad) is accepted
         except FileNotFoundError:
             raise ConfigError(f"Config file {str(path)!r} does not exist.") from None
         except json.JSONDecodeError as exc:

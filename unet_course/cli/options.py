@@ -274,7 +274,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         path = Path(args.config).expanduser()
         if not path.is_file():
             raise ConfigError(f"Config file {str(path)!r} does not exist.")
-        values.update(_read_json_dict(path.read_text(encoding="utf-8"), f"Config file {str(path)!r}"))
+        # utf-8-sig: Windows editors (Notepad) start a UTF-8 file with a byte-order mark 兼容带 BOM 的文件
+        config = _read_json_dict(path.read_text(encoding="utf-8-sig"), f"Config file {str(path)!r}")
+        if "recipe" in config:                                         # a recipe is a flag, not a field
+            raise ConfigError(f"Config file {str(path)!r} names a recipe, which is not a TrainConfig field; give it "
+                              f"on the command line (--recipe {config['recipe']} --config {str(path)}), and keep only "
+                              "fields in the file.")
+        values.update(config)
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     values.update({k: v for k, v in vars(args).items() if k in names})   # 只含显式给出的参数（默认值被抑制）
     if values.get("resume"):
