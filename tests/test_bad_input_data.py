@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -100,6 +101,21 @@ def test_a_data_folder_one_level_off_names_the_right_one(tmp_path):
     imgs, _ = _pairs(tmp_path / "pairs")
     with pytest.raises(DataError, match="'.*images' is a folder inside the data set: pass its parent, --data-dir '.*pairs'"):
         build_dataset("folder", root=imgs)
+
+
+@pytest.mark.parametrize("suffix", ["", "_seg"])
+def test_unpaired_images_name_the_mask_suffix_that_pairs_them(tmp_path, suffix):
+    """Masks named like their images (or ``x_seg.png``) got only "fix mask_suffix"; the error now names the value.
+    掩码与图像同名（或用其他后缀）时，错误信息直接给出能配对的 mask_suffix"""
+    imgs, masks = _pairs(tmp_path)
+    for mask in sorted(masks.iterdir()):                                # s0_mask.png -> s0{suffix}.png
+        mask.rename(masks / mask.name.replace("_mask", suffix))
+    with pytest.raises(DataError) as err:
+        build_dataset("folder", root=tmp_path)
+    option = json.dumps({"mask_suffix": suffix})
+    assert f"Every image pairs with a mask for mask_suffix={suffix!r}: pass --dataset-options '{option}'" in str(
+        err.value)
+    assert len(build_dataset("folder", root=tmp_path, split="all", mask_suffix=suffix)) == 3   # and it does
 
 
 def test_folder_with_no_images(tmp_path):

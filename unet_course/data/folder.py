@@ -22,6 +22,7 @@ Nothing is written next to the data.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 import zipfile
@@ -271,7 +272,8 @@ class FolderPairs(SegmentationDataset):
             problems.append(
                 f"{len(no_mask)} image(s) have no mask in {str(masks_dir)!r}: "
                 f"{_list_some([self.images_src.label(images[s]) for s in no_mask])}. Expected e.g. {example!r} "
-                f"(mask_suffix={mask_suffix!r}); fix mask_suffix or add the missing masks.")
+                f"(mask_suffix={mask_suffix!r}); fix mask_suffix or add the missing masks."
+                f"{self._suffix_hint(set(images), no_mask[0])}")
         if no_image:
             problems.append(
                 f"{len(no_image)} mask(s) have no image in {str(imgs_dir)!r}: "
@@ -285,6 +287,22 @@ class FolderPairs(SegmentationDataset):
         if not stems:
             raise DataError(f"No image/mask pairs between {str(imgs_dir)!r} and {str(masks_dir)!r}.")
         return [(s, images[s], masks[s]) for s in stems]
+
+    def _suffix_hint(self, images: set[str], first: str) -> str:
+        """A sentence naming the ``mask_suffix`` that pairs every image (tried: what follows the first unpaired
+        image's stem in a mask's stem, e.g. ``""`` for masks named like the images); ``""`` if none does.
+        能让所有图像配对的 mask_suffix（例如掩码与图像同名时为空字符串）"""
+        stems = {self.masks_src.stem(key) for key in self.masks_src.keys}
+        for suffix in sorted({stem[len(first):] for stem in stems if stem.startswith(first)}):
+            try:
+                paired = set(_by_stem(self.masks_src, suffix, "masks"))
+            except DataError:                                       # two masks would share a stem 该后缀有重复
+                continue
+            if images <= paired:
+                option = json.dumps({"mask_suffix": suffix})
+                return (f" Every image pairs with a mask for mask_suffix={suffix!r}: pass --dataset-options "
+                        f"'{option}' (in Python: mask_suffix={suffix!r}).")
+        return ""
 
     def _discover_values(self, masks_dir: Path, max_scan: int | None, max_classes: int) -> list[int]:
         """Sorted values over (an even sample of) the masks, cached; stray values refused. 发现掩码取值"""
