@@ -180,7 +180,8 @@ def test_inspect_names_a_missing_path_as_a_path(tmp_path, capsys):
         f"error: {str(missing)!r} does not exist. inspect takes a folder or file of masks, or a data set name "
         "(synthetic, synthetic-multiclass, drive, isbi2012, carvana, folder).\n")
     assert cli.main(["inspect", "drivee"]) == 2                        # a name stays a name 名称仍按名称处理
-    assert "Unknown dataset 'drivee'" in capsys.readouterr().err
+    assert "'drivee' is neither a file or folder here nor a data set name" in (err := capsys.readouterr().err)
+    assert "Did you mean 'drive'?" in err                               # it said only "Unknown dataset 'drivee'"
 
 
 def test_inspect_synthetic(capsys):

@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..data import DATASETS, build_dataset
+from ..data import DATASETS, build_dataset, dataset_key
 from ..data.masks import inspect_masks
-from ..errors import DataError
+from ..errors import ConfigError, DataError, did_you_mean
 from .options import add_data_root_argument, apply_data_root, positive_int
 
 HELP = "report the raw values found in mask files"
@@ -43,6 +43,12 @@ def run(args: argparse.Namespace) -> int:
         if path.suffix or "/" in args.target or os.sep in args.target:        # 看起来是路径而不是数据集名
             raise DataError(f"{args.target!r} does not exist. inspect takes a folder or file of masks, or a data "
                             f"set name ({', '.join(DATASETS)}).")
+        try:
+            dataset_key(args.target)
+        except ConfigError:                                            # neither a path here nor a data set name
+            raise DataError(f"{args.target!r} is neither a file or folder here nor a data set name "
+                            f"({', '.join(DATASETS)}).{did_you_mean([args.target], list(DATASETS))} inspect takes a "
+                            "folder or file of masks, or a data set name.") from None
         masks = build_dataset(args.target, root=args.data_dir, split=args.split)
     print(inspect_masks(masks, ignore_index=args.ignore_index, max_files=args.max_files, warn=False))
     return 0

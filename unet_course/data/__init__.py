@@ -47,12 +47,12 @@ from .masks import (
     inspect_masks,
     values_to_indices,
 )
-from .registry import DATASETS, build_dataset, dataset_options, options_blamed, split_kwargs
+from .registry import DATASETS, build_dataset, dataset_key, dataset_options, options_blamed, split_kwargs
 from .synthetic import SYNTHETIC_MEAN, SYNTHETIC_STD, SyntheticSegmentation, render_sample
 from .transforms import SegmentationTransform, compute_mean_std, preprocess_image, scaled_size
 
 __all__ = [
-    "DATASETS", "DataInfo", "build_dataset", "build_loaders", "dataset_options", "options_blamed",
+    "DATASETS", "DataInfo", "build_dataset", "build_loaders", "dataset_key", "dataset_options", "options_blamed",
     "resolve_num_workers", "split_kwargs", "split_indices",
     "collate_segmentation", "SegmentationLoader", "worker_free_message",
     "SegmentationDataset", "SyntheticSegmentation", "render_sample", "FolderPairs", "CarvanaDataset",

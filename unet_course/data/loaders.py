@@ -33,9 +33,9 @@ from torch.utils.data import DataLoader, RandomSampler, default_collate
 from ..errors import ConfigError, DataError, UNetCourseError
 from .base import SegmentationDataset, split_indices
 from .registry import (
-    _normalise_name,
     build_dataset,
     check_folds,
+    dataset_key,
     dataset_options,
     options_blamed,
     split_kwargs,
@@ -256,7 +256,7 @@ def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLo
             unknown data set, an empty split.
         DataError: missing or bad data.
     """
-    key = _normalise_name(cfg.dataset)
+    key = dataset_key(cfg.dataset)
     train_ds, val_ds = _train_and_val_datasets(cfg, key)
     generator = torch.Generator()
     generator.manual_seed(int(cfg.seed))

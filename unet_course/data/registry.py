@@ -25,8 +25,8 @@ from .folder import CarvanaDataset, FolderPairs
 from .isbi import ISBI2012Dataset
 from .synthetic import SyntheticSegmentation
 
-__all__ = ["DATASETS", "RESERVED_OPTIONS", "build_dataset", "check_folds", "dataset_options", "options_blamed",
-           "split_kwargs"]
+__all__ = ["DATASETS", "RESERVED_OPTIONS", "build_dataset", "check_folds", "dataset_key", "dataset_options",
+           "options_blamed", "split_kwargs"]
 
 
 def _synthetic(root=None, split: str = "train", **kw) -> SyntheticSegmentation:
@@ -85,7 +85,13 @@ _ACCEPTS = {
 }
 
 
-def _normalise_name(name: str) -> str:
+def dataset_key(name: str) -> str:
+    """The registry's key for a data set name (case, ``_`` and aliases forgiven); ConfigError for an unknown name.
+    数据集名称对应的注册键（忽略大小写、下划线与别名）
+
+    >>> dataset_key("ISBI_2012"), dataset_key("Synthetic")
+    ('isbi2012', 'synthetic')
+    """
     key = str(name).strip().lower().replace("_", "-")
     aliases = {"isbi": "isbi2012", "isbi-2012": "isbi2012", "synthetic-binary": "synthetic"}
     key = aliases.get(key, key)
@@ -128,7 +134,7 @@ def build_dataset(name: str, root=None, split: str = "train", **kw) -> Segmentat
     >>> len(ds), ds.mask_values, ds.in_channels
     (2, [0, 255], 3)
     """
-    key = _normalise_name(name)
+    key = dataset_key(name)
     unknown = sorted(set(kw) - _accepted(key))
     if unknown:
         raise ConfigError(
@@ -156,7 +162,7 @@ def dataset_options(name: str, options: dict | None) -> dict:
     >>> dataset_options("isbi2012", {"n_val": 3, "n_holdout": 3})
     {'n_val': 3, 'n_holdout': 3}
     """
-    key = _normalise_name(name)
+    key = dataset_key(name)
     if not options:
         return {}
     if not isinstance(options, dict):
@@ -193,7 +199,7 @@ def options_blamed(name: str, options: dict | None) -> Iterator[None]:
     except (TypeError, ValueError) as exc:
         if not options:
             raise
-        raise ConfigError(f"Dataset {_normalise_name(name)!r} could not use dataset_options {json.dumps(options)}: "
+        raise ConfigError(f"Dataset {dataset_key(name)!r} could not use dataset_options {json.dumps(options)}: "
                           f"{exc}. Check the values against the data set's docstring (e.g. mean and std are lists, "
                           "one number per channel).") from None
 
@@ -207,7 +213,7 @@ def check_folds(name: str, folds: int) -> None:
     ...
     unet_course.errors.ConfigError: Dataset 'synthetic' has no k-fold split, so folds=5 cannot be used; k-fold cross-validation works with: drive, carvana, folder. Use val_fraction (or the data set's own split options) instead.
     """
-    key = _normalise_name(name)
+    key = dataset_key(name)
     if folds and "folds" not in _accepted(key):
         able = ", ".join(k for k in DATASETS if "folds" in _accepted(k))
         raise ConfigError(f"Dataset {key!r} has no k-fold split, so folds={folds} cannot be used; k-fold "
@@ -231,7 +237,7 @@ def split_kwargs(name: str, split: str, train_cfg: dict[str, Any], same_dataset:
     {'seed': 0, 'val_fraction': 0.2, 'folds': 5, 'fold': 3}
     """
     wanted: dict[str, Any] = {"seed": data_seed_of(train_cfg), "in_channels": train_cfg.get("in_channels")}
-    if _normalise_name(name).startswith("synthetic"):
+    if dataset_key(name).startswith("synthetic"):
         wanted["image_size"] = train_cfg.get("image_size")
         wanted["n_samples"] = train_cfg.get("train_samples" if split == "train" else "val_samples")
     else:
