@@ -274,6 +274,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return ckpt
 
 
+def checkpoints_in(folder: Path) -> str:
+    """The ``.pt`` files of ``folder`` for an error message (a run folder given where a checkpoint belongs).
+    列出目录中的 .pt 文件，供错误信息使用
+
+    >>> checkpoints_in(Path("/nowhere"))
+    'none'
+    """
+    return ", ".join(sorted(p.name for p in folder.glob("*.pt"))[:5]) or "none"
+
+
 def _checked_file(path: Path) -> Path:
     """``path`` if it is a non-empty zip file as ``torch.save`` writes; a clear CheckpointError otherwise.
     检查路径存在、不是目录、非空，且是 torch.save 写出的 zip 文件
@@ -284,10 +294,9 @@ def _checked_file(path: Path) -> Path:
             "in its out_dir (default runs/train)."
         )
     if path.is_dir():
-        found = ", ".join(sorted(p.name for p in path.glob("*.pt"))[:5]) or "none"
         raise CheckpointError(
             f"Checkpoint {str(path)!r} is a folder, not a file; pass a checkpoint inside it, e.g. "
-            f"{str(path / 'last.pt')!r} (.pt files there: {found})."
+            f"{str(path / 'last.pt')!r} (.pt files there: {checkpoints_in(path)})."
         )
     size = path.stat().st_size
     if size == 0:

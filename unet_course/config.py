@@ -303,14 +303,49 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:
-        """Build from a JSON file of fields. 从 JSON 文件构建"""
-        try:
-            values = json.loads(Path(path).read_text(encoding="utf-8-sig"))   # a BOM (Notepad) is accepted
-        except FileNotFoundError:
-            raise ConfigError(f"Config file {str(path)!r} does not exist.") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"Config file {str(path)!r} is not valid JSON: {exc}.") from None
-        return cls.from_dict(values)
+        """Build from a JSON file of fields (:func:`read_config_file`, as ``--config`` reads it). 从 JSON 文件构建"""
+        return cls.from_dict(read_config_file(path))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Recipe and config files 配方与配置文件
+# ----------------------------------------------------------------------------------------------------------------
+#: Keys a recipe or config file may hold for people to read; they are not fields. 供人阅读的说明键
+NOTE_KEYS = ("description", "notes", "comment")
+
+
+def fields_from_json(text: str, where: str) -> dict[str, Any]:
+    """The TrainConfig fields in the JSON text of a recipe or config file ``where``: a JSON object, without its
+    notes (``description``/``notes``/``comment`` and keys starting with ``_``). 取出 JSON 文本中的字段（去掉说明键）
+
+    >>> fields_from_json('{"epochs": 3, "description": "short", "_why": "a test"}', "Recipe 'demo'")
+    {'epochs': 3}
+    """
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where} is not valid JSON: {exc}.") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must hold a JSON object of TrainConfig fields, got {type(values).__name__}.")
+    return {k: v for k, v in values.items() if not k.startswith("_") and k not in NOTE_KEYS}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The fields of a config file (``--config``, :meth:`TrainConfig.from_json`); UTF-8, with or without the
+    byte-order mark that Windows editors (Notepad) write. 读取配置文件中的字段（接受带 BOM 的 UTF-8）
+
+    Raises:
+        ConfigError: a missing file, invalid JSON, not an object, or a ``"recipe"`` key (a flag, not a field).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"Config file {str(path)!r} does not exist.")
+    values = fields_from_json(path.read_text(encoding="utf-8-sig"), f"Config file {str(path)!r}")
+    if "recipe" in values:
+        raise ConfigError(f"Config file {str(path)!r} names a recipe, which is not a TrainConfig field; give it on "
+                          f"the command line (--recipe {values['recipe']} --config {str(path)}), and keep only "
+                          "fields in the file.")
+    return values
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ from ..config import (
     BLEND_MODES,
     TrainConfig,
     field_types,
+    fields_from_json,
+    read_config_file,
     type_members,
 )
 from ..env import default_out_dir
@@ -41,8 +43,6 @@ from ..rules import check_scale, check_threshold
 from ..training import resolve_resume
 
 #: Keys of a recipe/config JSON that are notes, not fields. 配方 JSON 中作为说明、不是字段的键
-NOTE_KEYS = ("description", "notes", "comment")
-
 DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps (default auto)"
 
 
@@ -227,16 +227,6 @@ def available_recipes() -> list[str]:
         return []
 
 
-def _read_json_dict(text: str, where: str) -> dict[str, Any]:
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{where} is not valid JSON: {exc}.") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where} must hold a JSON object of TrainConfig fields, got {type(values).__name__}.")
-    return {k: v for k, v in values.items() if not k.startswith("_") and k not in NOTE_KEYS}
-
-
 def load_recipe(name: str) -> dict[str, Any]:
     """TrainConfig fields of the recipe ``unet_course/recipes/<name>.json``.
     读取内置配方 unet_course/recipes/<name>.json 中的字段
@@ -257,7 +247,7 @@ def load_recipe(name: str) -> dict[str, Any]:
         raise ConfigError(
             f"Unknown recipe {name!r}; available recipes: {listing}. Use --config FILE.json for your own file."
         ) from None
-    return _read_json_dict(text, f"Recipe {name!r}")
+    return fields_from_json(text, f"Recipe {name!r}")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -271,16 +261,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if getattr(args, "recipe", None):
         values.update(load_recipe(args.recipe))
     if getattr(args, "config", None):
-        path = Path(args.config).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"Config file {str(path)!r} does not exist.")
-        # utf-8-sig: Windows editors (Notepad) start a UTF-8 file with a byte-order mark 兼容带 BOM 的文件
-        config = _read_json_dict(path.read_text(encoding="utf-8-sig"), f"Config file {str(path)!r}")
-        if "recipe" in config:                                         # a recipe is a flag, not a field
-            raise ConfigError(f"Config file {str(path)!r} names a recipe, which is not a TrainConfig field; give it "
-                              f"on the command line (--recipe {config['recipe']} --config {str(path)}), and keep only "
-                              "fields in the file.")
-        values.update(config)
+        values.update(read_config_file(args.config))                  # 配置文件中的字段
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     values.update({k: v for k, v in vars(args).items() if k in names})   # 只含显式给出的参数（默认值被抑制）
     if values.get("resume"):

@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from .. import distributed
+from ..checkpoint import checkpoints_in
 from ..config import TrainConfig
 from ..data import build_loaders
 from ..data.workers import WorkerSetup
@@ -59,9 +60,9 @@ def resolve_resume(resume: str | None, out_dir: Path) -> Path | None:
         return None
     path = out_dir / f"{resume}.pt" if resume in ("last", "best") else Path(resume).expanduser()
     if path.is_dir():                                                  # a run folder instead of its checkpoint
-        found = ", ".join(sorted(p.name for p in path.glob("*.pt"))[:5]) or "none"
         raise CheckpointError(f"Cannot resume: {str(path)!r} is a folder, not a checkpoint; pass the one to continue "
-                              f"from, e.g. --resume {str(path / 'last.pt')!r} (.pt files there: {found}).")
+                              f"from, e.g. --resume {str(path / 'last.pt')!r} (.pt files there: "
+                              f"{checkpoints_in(path)}).")
     if not path.is_file():
         nearby = sorted(out_dir.parent.glob(f"*/{path.name}"))[:3] if resume in ("last", "best") else []
         found = f" Found: {', '.join(str(p) for p in nearby)} (pass one of them, or its --out-dir)." if nearby else ""
