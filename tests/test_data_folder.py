@@ -174,3 +174,47 @@ def test_samples_per_epoch_repeats_a_small_training_set(carvana_root):
     assert train.sampler.generator is train.generator
     with pytest.raises(ConfigError, match="samples_per_epoch=4"):
         build_loaders(cfg.replace(samples_per_epoch=4))
+
+
+def _phone_photo(shown: np.ndarray, orientation: int = 6) -> bytes:
+    """JPEG bytes storing ``shown`` (H, W, 3) turned, with the EXIF tag that turns it back for display (phones).
+    以旋转后的像素存储、并带有显示时转回的 EXIF 方向标记的 JPEG（手机照片）"""
+    stored = Image.fromarray(shown).transpose(Image.Transpose.ROTATE_90)  # tag 6 turns this back 90° clockwise
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    stored.save(buf, format="JPEG", exif=exif, quality=95)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("size", [(40, 24), (32, 32)])
+def test_photos_with_an_exif_orientation_are_read_as_shown_and_pair_with_their_masks(tmp_path, size):
+    from unet_course.data.io import image_size, read_image
+
+    imgs, masks = tmp_path / "images", tmp_path / "masks"
+    imgs.mkdir()
+    masks.mkdir()
+    h, w = size
+    shown = np.full((h, w, 3), 40, np.uint8)              # (H, W, 3) as a viewer shows the photo
+    mask = np.zeros((h, w), np.uint8)
+    mask[2:12, 3:9] = 255                                  # drawn on the shown photo, off every symmetry axis
+    shown[mask > 0] = 230
+    (imgs / "p.jpg").write_bytes(_phone_photo(shown))
+    (masks / "p.png").write_bytes(_encode(mask, "PNG"))
+    assert Image.open(imgs / "p.jpg").size == (h, w)      # stored turned: (W, H) swapped
+    assert read_image(imgs / "p.jpg").shape == (h, w, 3) == image_size(imgs / "p.jpg")
+    ds = FolderPairs(imgs, masks, mask_suffix="")
+    image, labels, _ = ds.raw(0)
+    assert image.shape[:2] == labels.shape == (h, w)
+    assert image[labels > 0].mean() > 200 > 60 > image[labels == 0].mean()  # the bright patch lies under the mask
+
+
+def test_tiff_files_are_read_as_stored_whatever_their_orientation_tag(tmp_path):
+    import tifffile
+
+    from unet_course.data.io import image_size, read_image
+
+    arr = np.arange(6 * 10, dtype=np.uint8).reshape(6, 10)
+    tifffile.imwrite(tmp_path / "t.tif", arr, extratags=[(274, "H", 1, 6, True)])  # Orientation = 6
+    assert np.array_equal(read_image(tmp_path / "t.tif")[..., 0], arr)
+    assert image_size(tmp_path / "t.tif") == (6, 10, 1)

@@ -22,6 +22,12 @@ dark: convert such files to 8-bit first). 1-bit images give 0/255; floats must l
 位深规则（对每个文件相同，只由存储类型决定，与像素值无关）：8 位图像原样保留；更宽的整数图像一律按 16 位满量程读取，
 uint8 = round(value / 257)，因此同一原始值在任何文件中读数相同；掩码从不缩放
 
+**Orientation rule**: a JPEG or PNG file whose EXIF orientation tag says "rotate/flip for display" (phone
+photos) is read the way every viewer and labelling tool shows it (PIL's ``ImageOps.exif_transpose``), images and
+masks alike, so a mask drawn on the shown photo pairs with it. TIFF files are read as stored, whichever decoder
+reads them.
+方向规则：带 EXIF 方向标记的 JPEG/PNG（手机照片）按查看器与标注工具显示的方向读取（图像与掩码相同）；TIFF 按存储方向读取
+
 Channels (:func:`match_channels`, the only place that converts gray <-> RGB) and image suffixes
 (:data:`IMAGE_EXTENSIONS`, :data:`TIFF_EXTENSIONS`) live here too, so every data set follows the same rules.
 通道转换（match_channels）与图像扩展名也只在本模块定义
@@ -39,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..errors import DataError
 
@@ -49,6 +55,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".gif", ".bmp")
 TIFF_EXTENSIONS = (".tif", ".tiff")
 #: Divisor that brings any integer image wider than 8 bits to uint8 (65535 / 257 = 255). 16 位转 8 位的除数
 SCALE_16_TO_8 = 257
+#: The EXIF orientation tag, and its values that swap width and height (a 90° turn). EXIF 方向标记及交换宽高的取值
+EXIF_ORIENTATION = 0x0112
+_TURNED = (5, 6, 7, 8)
 
 Source = str | os.PathLike | bytes
 
@@ -115,8 +124,9 @@ def _decode(source: Source, name: str | None, kind: str = "image") -> np.ndarray
         if isinstance(data, io.BytesIO):
             data.seek(0)
     try:
-        with _quiet_decoders(), Image.open(data) as im:
-            im.seek(0)
+        with _quiet_decoders(), Image.open(data) as opened:
+            opened.seek(0)
+            im = _as_displayed(opened, ext)
             if im.mode in ("P", "PA"):
                 if kind == "mask":
                     return np.asarray(im.convert("P") if im.mode == "PA" else im)
@@ -129,6 +139,23 @@ def _decode(source: Source, name: str | None, kind: str = "image") -> np.ndarray
             f"Cannot decode {label!r} as an image ({type(exc).__name__}: {exc}). The file is corrupt, truncated or "
             "not an image; re-download it or remove it (and its pair) from the data set."
         ) from None
+
+
+def _orientation(im: Image.Image, ext: str) -> int:
+    """The EXIF orientation (1 = as stored) the orientation rule applies; TIFFs are read as stored. EXIF 方向"""
+    if ext in TIFF_EXTENSIONS:
+        return 1
+    try:
+        return int(im.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:                                     # an unreadable EXIF block: read as stored 无法读取的 EXIF：按存储方向
+        return 1
+
+
+def _as_displayed(im: Image.Image, ext: str) -> Image.Image:
+    """``im`` turned the way viewers show it (the orientation rule). 按查看器显示的方向返回图像"""
+    if not 2 <= _orientation(im, ext) <= 8:               # 1 (as stored), or a value no viewer knows 无需旋转或取值无效
+        return im
+    return ImageOps.exif_transpose(im)
 
 
 def _refuse_stack(data: str | os.PathLike | io.BytesIO, label: str) -> None:
@@ -341,6 +368,8 @@ def image_size(source: Source, name: str | None = None) -> tuple[int, int, int]:
             data = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
             with Image.open(data) as im:
                 w, h = im.size
+                if _orientation(im, ext) in _TURNED:
+                    w, h = h, w                           # shown turned by 90° (the orientation rule) 显示时旋转 90°
                 channels = 1 if im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
                 if im.mode in ("P", "PA"):
                     channels = 3 if _palette_is_colour(im) else 1
