@@ -157,6 +157,32 @@ def test_one_image_data_set_says_what_to_do(tmp_path):
     assert {p: sha(p) for p in root.rglob("*") if p.is_file()} == before                  # 输入未被改动
 
 
+
+def test_whole_images_of_different_sizes_are_refused_before_training_with_the_flag_that_fixes_it(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from unet_course.data import build_loaders
+
+    for sub in ("images", "masks"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+    for i in range(6):
+        h, w = 32 + 8 * (i % 2), 40                        # two sizes 两种尺寸
+        mask = np.zeros((h, w), np.uint8)
+        mask[4:20, 6:30] = 255
+        Image.fromarray(np.stack([mask] * 3, -1)).save(tmp_path / "data" / "images" / f"{i}.png")
+        Image.fromarray(mask).save(tmp_path / "data" / "masks" / f"{i}.png")
+    cfg = dict(dataset="folder", data_dir=str(tmp_path / "data"), dataset_options={"mask_suffix": ""},
+               batch_size=2, base_channels=4, depth=2, num_workers=0)
+    with pytest.raises(ConfigError) as err:                # before: a collate error at the first batch 之前：首批才报错
+        build_loaders(TrainConfig(**cfg))
+    assert "differ in size" in str(err.value) and "--crop-size N" in str(err.value) and "--batch-size 1" in str(err.value)
+    for fix, batch in ((dict(crop_size=32), (2, 3, 32, 32)), (dict(batch_size=1), (1, 3))):  # each fix gives batches
+        train_loader, _, _ = build_loaders(TrainConfig(**{**cfg, **fix}))           # 两种修正都能取到批次
+        for item in train_loader:
+            assert tuple(item["image"].shape[: len(batch)]) == batch
+
+
 def test_training_without_validation_picks_best_by_training_loss(tmp_path, caplog):
     root = write_carvana_fixture(tmp_path / "carvana", n=3)
     cfg = TrainConfig(dataset="carvana", data_dir=str(root), val_fraction=0.0, batch_size=2, samples_per_epoch=4,

@@ -117,8 +117,8 @@ def collate_segmentation(batch: list[dict]) -> dict:
     if len(shapes) > 1:
         names = [item.get("name", "?") for item in batch]
         raise DataError(
-            f"Images of different sizes {sorted(shapes)} in one batch ({', '.join(names[:4])}). Use batch_size=1 "
-            "for evaluation, or a crop_size/scale that gives equal sizes."
+            f"Images of different sizes {sorted(shapes)} in one batch ({', '.join(map(str, names[:4]))}). Use "
+            "batch_size=1, or (training) a crop_size that gives every sample one size."
         )
     return default_collate(batch)
 
@@ -253,7 +253,7 @@ def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLo
 
     Raises:
         ConfigError: ``batch_size`` larger than the training set or ``samples_per_epoch`` (both sizes named),
-            unknown data set, an empty split.
+            whole training images of different sizes in batches of more than one, unknown data set, an empty split.
         DataError: missing or bad data.
     """
     key = dataset_key(cfg.dataset)
@@ -274,6 +274,13 @@ def build_loaders(cfg, device: torch.device | str | None = None) -> tuple[DataLo
         raise ConfigError(
             f"batch_size={cfg.batch_size} is larger than {what}. Use batch_size <= {epoch_size}, a smaller "
             "val_fraction, more samples_per_epoch (real data) or more train_samples (synthetic)."
+        )
+    if cfg.batch_size > 1 and cfg.crop_size is None and not train_ds.uniform_size:
+        where = f" in {str(cfg.data_dir)!r}" if getattr(cfg, "data_dir", None) else ""
+        raise ConfigError(
+            f"The training images of {key!r}{where} differ in size, so whole images cannot share a batch of "
+            f"{cfg.batch_size}. Train on random crops of one size with --crop-size N (crop_size=N, e.g. 256; an "
+            "image smaller than N is padded), or give one image per step with --batch-size 1."
         )
     workers = resolve_num_workers(cfg.num_workers)
     dev = torch.device(device) if device is not None else None
