@@ -13,7 +13,14 @@ import torch
 from PIL import Image
 
 from unet_course.config import TrainConfig
-from unet_course.data import CarvanaDataset, FolderPairs, build_dataset, build_loaders, read_mask
+from unet_course.data import (
+    CarvanaDataset,
+    FolderPairs,
+    build_dataset,
+    build_loaders,
+    read_mask,
+    values_to_indices,
+)
 from unet_course.errors import ConfigError
 
 H, W = 30, 40
@@ -218,3 +225,43 @@ def test_tiff_files_are_read_as_stored_whatever_their_orientation_tag(tmp_path):
     tifffile.imwrite(tmp_path / "t.tif", arr, extratags=[(274, "H", 1, 6, True)])  # Orientation = 6
     assert np.array_equal(read_image(tmp_path / "t.tif")[..., 0], arr)
     assert image_size(tmp_path / "t.tif") == (6, 10, 1)
+
+
+def _voc_like(root: Path, n: int = 4) -> None:
+    """Masks with classes 0, 1, 2 and a 255 border of unlabelled pixels (PASCAL VOC style). VOC 风格的掩码"""
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    for i in range(n):
+        mask = np.zeros((24, 32), np.uint8)
+        mask[4:16, 4:20] = 1
+        mask[8:12, 8:12] = 2
+        mask[3, :] = 255                                   # the void border 无标签边界
+        Image.fromarray((mask * 60).astype(np.uint8)).convert("RGB").save(root / "images" / f"{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+
+
+def test_void_values_mark_unlabelled_pixels_that_training_ignores_and_scoring_skips(tmp_path):
+    import warnings
+
+    from unet_course.inference.scoring import masked_target
+
+    _voc_like(tmp_path / "voc")
+    imgs, masks = tmp_path / "voc" / "images", tmp_path / "voc" / "masks"
+    with pytest.warns(UserWarning, match=r"void_values.*\[255\]"):       # before: 255 silently became class 3
+        plain = FolderPairs(imgs, masks, mask_suffix="")
+    assert plain.mask_values == [0, 1, 2, 255]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                      # no hint once the value is named
+        ds = FolderPairs(imgs, masks, mask_suffix="", void_values=[255], ignore_index=255)
+    assert ds.mask_values == [0, 1, 2] and ds.n_classes == 3
+    image, mask, valid = ds.raw(0)
+    assert valid is not None and not valid[3].any() and valid[4:].all()    # (H, W) the border only
+    assert set(np.unique(mask).tolist()) == {0, 1, 2}
+    target = masked_target(values_to_indices(mask, ds.mask_values), valid, ds.ignore_index)
+    _, loaded = ds.load(0)
+    assert np.array_equal(loaded, target.numpy())                          # training and scoring agree
+    assert (loaded[3] == 255).all() and set(np.unique(loaded[4:]).tolist()) == {0, 1, 2}
+    with pytest.raises(ConfigError, match="both mask_values"):
+        FolderPairs(imgs, masks, mask_suffix="", mask_values=[0, 1, 2, 255], void_values=[255])
+    with pytest.raises(ConfigError, match="list of integer"):
+        FolderPairs(imgs, masks, mask_suffix="", void_values=255)

@@ -42,11 +42,13 @@ from .io import (
     read_mask,
     resolve_channels,
 )
-from .masks import discover_mask_values, values_to_indices
+from .masks import discover_mask_values, split_void, values_to_indices, void_hint
 from .transforms import compute_mean_std
 
 # 内存缓存：均值/标准差按数据来源缓存，训练集与验证集共用
 _STATS_CACHE: dict[tuple, tuple[tuple[float, ...], tuple[float, ...]]] = {}
+# masks folders already told about a possible void value 已提示过无标签取值的掩码文件夹
+_HINTED: set[str] = set()
 
 #: Largest uncompressed size of one zip member (one image or mask file): 256 MiB, far above any real image
 #: (a Carvana JPEG is about 0.1 MB, a 16-bit 8k x 8k TIFF 128 MiB). Checked against the member's declared size
@@ -150,6 +152,18 @@ class _ZipSource:
         return state
 
 
+def _check_void(void_values, mask_values) -> list[int]:
+    """``void_values`` as sorted ints; refused when not integers or when a listed class value is void too."""
+    if isinstance(void_values, int | str) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                     for v in void_values):
+        raise ConfigError(f"void_values must be a list of integer mask values, e.g. [255]; got {void_values!r}.")
+    both = sorted(set(void_values) & set(mask_values or ()))
+    if both:
+        raise ConfigError(f"Mask value(s) {both} are in both mask_values {list(mask_values)} and void_values "
+                          f"{list(void_values)}; a value is either a class or void, not both.")
+    return sorted({int(v) for v in void_values})
+
+
 def _open_source(path: Path, what: str, layout: str) -> _DirSource | _ZipSource:
     if path.is_dir():
         return _DirSource(path)
@@ -201,6 +215,8 @@ class FolderPairs(SegmentationDataset):
         max_scan: discover values on at most this many masks (evenly spaced); None scans all. A value met later
             that is not in the mapping raises :class:`DataError` naming the file. 发现取值时最多扫描的掩码数
         max_classes: refuse more discovered values than this (a sign of interpolated/JPEG masks). 类别数上限
+        void_values: raw values that mark pixels without a label (PASCAL VOC's 255 border): no class; the loss
+            ignores them and scoring skips them (:func:`~unet_course.data.masks.split_void`). 无标签取值
         in_channels: None -> from the first image (1 for gray, 3 otherwise); gray images are repeated when 3 are
             asked; RGB data with ``in_channels=1`` raises. 通道数
         strict: unpaired files raise :class:`DataError`; with False they are skipped with a warning. 严格配对
@@ -224,8 +240,9 @@ class FolderPairs(SegmentationDataset):
                  name: str = "folder", train: bool | None = None, augment: bool = True,
                  crop_size: int | None = None, scale: float = 1.0, mean: tuple[float, ...] | None = None,
                  std: tuple[float, ...] | None = None, ignore_index: int = 255, transform=None,
-                 folds: int = 0, fold: int = 0) -> None:
+                 folds: int = 0, fold: int = 0, void_values: list[int] | tuple[int, ...] = ()) -> None:
         imgs_dir, masks_dir = Path(imgs_dir).expanduser(), Path(masks_dir).expanduser()
+        self.void_values = _check_void(void_values, mask_values)
         self.images_src = _open_source(imgs_dir, "Images folder", self.layout)
         self.masks_src = _open_source(masks_dir, "Masks folder", self.layout)
         self.mask_suffix = mask_suffix
@@ -237,6 +254,9 @@ class FolderPairs(SegmentationDataset):
         self.dataset_name = name
         if mask_values is None:  # 取值映射：显式给出，或在（部分）掩码上发现并缓存
             mask_values = self._discover_values(masks_dir, max_scan, max_classes)
+            if not self.void_values and void_hint(mask_values) and str(masks_dir) not in _HINTED:
+                _HINTED.add(str(masks_dir))                   # once per folder (train and val) 每个文件夹提示一次
+                warnings.warn(f"Masks in {str(masks_dir)!r}: {void_hint(mask_values)}", UserWarning, stacklevel=2)
         # 通道数：按 io.resolve_channels 的规则，由第一张图像（仅读文件头）与 in_channels 决定
         first = self.all_pairs[0][1]
         native = image_size(self.images_src.read(first), self.images_src.label(first))[2]
@@ -309,9 +329,11 @@ class FolderPairs(SegmentationDataset):
         scan = self.all_pairs
         if max_scan is not None and len(scan) > max_scan:
             scan = [scan[i] for i in np.linspace(0, len(scan) - 1, max_scan).round().astype(int)]
-        key = ("folder-values", str(masks_dir.resolve()), self.mask_suffix, len(self.all_pairs), max_scan)
+        key = ("folder-values", str(masks_dir.resolve()), self.mask_suffix, len(self.all_pairs), max_scan,
+               tuple(self.void_values))
         values = discover_mask_values((self._read_mask(mk) for _, _, mk in scan),
-                                      names=[self.masks_src.label(mk) for _, _, mk in scan], cache_key=key)
+                                      names=[self.masks_src.label(mk) for _, _, mk in scan], cache_key=key,
+                                      void_values=self.void_values)
         if len(values) < 2:  # 只有一种取值：没有可分割的前景
             where = f"all {len(scan)} masks" if len(scan) > 1 else "the only mask"
             if len(scan) < len(self.all_pairs):
@@ -371,7 +393,8 @@ class FolderPairs(SegmentationDataset):
                 f"(WxH) but its mask {self.masks_src.label(mask_key)!r} is {mask.shape[1]}x{mask.shape[0]}. "
                 "Resize the mask to the image size with NEAREST interpolation, or fix the pairing."
             )
-        return image, mask, None
+        mask, valid = split_void(mask, self.void_values, fill=self.mask_values[0])  # valid: None or (H, W) bool
+        return image, mask, valid
 
     def raw_mask(self, index: int) -> np.ndarray | None:
         index = self._check_index(index)
@@ -379,10 +402,13 @@ class FolderPairs(SegmentationDataset):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         index = self._check_index(index)
-        image, mask, _ = self.raw(index)
+        image, mask, valid = self.raw(index)
         label = self.images_src.label(self.pairs[index][1])
         image = match_channels(self._enhance(index, image, label), self.in_channels, label)
-        return image, values_to_indices(mask, self.mask_values, self.masks_src.label(self.pairs[index][2]))
+        target = values_to_indices(mask, self.mask_values, self.masks_src.label(self.pairs[index][2]))  # (H, W)
+        if valid is not None:
+            target[~valid] = self.ignore_index            # void pixels: ignored by the loss 无标签像素：损失忽略
+        return image, target
 
     def __repr__(self) -> str:
         return (f"FolderPairs(images={str(self.images_src.path)!r}, masks={str(self.masks_src.path)!r}, "

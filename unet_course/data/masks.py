@@ -18,6 +18,12 @@ least two classes (so a binary data set whose only foreground is one small objec
 :class:`~unet_course.errors.DataError` names the file, the value and its pixel count, and gives the two fixes: clean
 the file, or pass the full ``mask_values=[...]`` if the value is a real class (an explicit list skips discovery).
 :func:`inspect_masks` applies the same rule (:func:`find_stray_values`) and reports it as a warning.
+**Void values.** Some label sets mark pixels that carry no label with a value of their own (PASCAL VOC's 255
+border around each object). Listed as ``void_values``, such a value is no class: :func:`split_void` turns its pixels
+into "not valid", which the loss ignores and scoring skips, and discovery leaves it out. :func:`void_hint` says so
+when discovered values look like that (small class values plus 255).
+无标签取值（如 VOC 的 255 边界）：列入 void_values 后不算类别，由 split_void 标为无效像素（损失忽略、评分跳过）
+
 零星取值：只出现在一个掩码中、像素占比低于 0.1%、且去掉后仍至少有两类的取值视为损坏，自动发现时报错（写明文件、取值与像素数），
 不会静默地成为新类别；inspect_masks 使用同一规则给出警告
 """
@@ -119,7 +125,7 @@ def stray_message(strays: list[tuple[int, str, int]], values: list[int], total: 
 
 
 def discover_mask_values(masks: Iterable, *, names: Iterable[str] | None = None, cache_key: tuple | None = None,
-                         refuse_stray: bool = True) -> list[int]:
+                         refuse_stray: bool = True, void_values: Sequence[int] = ()) -> list[int]:
     """Sorted unique values over a collection of masks, refusing stray values.
     统计一组掩码中出现过的全部取值（升序），遇到零星取值时报错
 
@@ -129,6 +135,7 @@ def discover_mask_values(masks: Iterable, *, names: Iterable[str] | None = None,
         cache_key: if given, the result is cached in memory under this key and reused (train and val data sets of
             the same folder scan once). 若给出则在内存中缓存结果
         refuse_stray: raise on stray values (rule: module docstring). 是否拒绝零星取值
+        void_values: values that mark unlabelled pixels; left out of the result. 无标签取值（不计入结果）
 
     Returns:
         ``list[int]`` of the raw values, ascending; this is the default class-index order.
@@ -145,6 +152,9 @@ def discover_mask_values(masks: Iterable, *, names: Iterable[str] | None = None,
     scan = _scan(masks, names)
     if scan.n_files == 0:
         raise DataError("No masks to scan for values; check that the masks folder holds mask files.")
+    for v in void_values:                                 # no class, and never stray 不是类别，也不算零星取值
+        for table in (scan.counts, scan.n_holding, scan.first_file):
+            table.pop(int(v), None)
     values = sorted(scan.counts)
     strays = find_stray_values(scan) if refuse_stray else []
     if strays:
@@ -236,6 +246,50 @@ def indices_to_values(labels, mask_values: Sequence[int]) -> np.ndarray:
     if table.min() >= 0 and table.max() <= 255:
         return out.astype(np.uint8)
     return out.astype(np.int32)
+
+
+def split_void(mask, void_values: Sequence[int], fill: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Separate the pixels that carry no label (``void_values``) from a raw mask. 把无标签像素从原始掩码中分离出来
+
+    Args:
+        mask: raw values ``(H, W)``. 原始取值
+        void_values: values that mark unlabelled pixels (e.g. ``[255]``). 无标签取值
+        fill: a real mask value written over void pixels, so that :func:`values_to_indices` accepts them.
+            写在无标签像素上的有效取值
+
+    Returns:
+        ``(mask, valid)``: the mask with void pixels set to ``fill``, and the bool ``(H, W)`` map of labelled pixels
+        (None when no pixel is void). Readers mask the targets with ``valid`` (``ignore_index`` outside it), as they
+        do with DRIVE's field of view. 返回替换后的掩码与有标签像素的布尔图
+
+    >>> m, valid = split_void(np.array([[0, 1, 255]]), [255], fill=0)
+    >>> m.tolist(), valid.tolist()
+    ([[0, 1, 0]], [[True, True, False]])
+    """
+    arr = _as_numpy(mask)
+    void = np.isin(arr, np.asarray(list(void_values), dtype=np.int64)) if len(void_values) else None
+    if void is None or not void.any():
+        return arr, None
+    out = arr.copy()
+    out[void] = fill                                      # (H, W) every pixel now holds a class value 每个像素都是类别取值
+    return out, ~void
+
+
+def void_hint(values: Sequence[int]) -> str:
+    """A hint when discovered values look like small class values plus 255, the usual "no label" value ("" else).
+    当取值看起来是若干小类别值加上 255（常见的"无标签"取值）时给出提示
+
+    >>> void_hint([0, 255])
+    ''
+    >>> "void_values" in void_hint([0, 1, 2, 255])
+    True
+    """
+    rest = [int(v) for v in values if int(v) != 255]
+    if len(rest) == len(values) or len(rest) < 2 or max(rest) >= 128:
+        return ""
+    return (f"Mask value 255 is taken as class {len(rest)} (mask_values {list(values)}). If it marks pixels without "
+            "a label (as PASCAL VOC's object borders do), pass --dataset-options '{\"void_values\": [255]}' "
+            "(void_values=[255]): training then ignores those pixels and scoring skips them.")
 
 
 @dataclass
@@ -429,4 +483,6 @@ def _diagnose(values: list[int], counts: list[int], ignore_index: int, mapping: 
                 f"{len(between)} distinct in-between values on {100 * frac:.2f}% of pixels. Resize masks with "
                 "NEAREST interpolation and save them losslessly (PNG/GIF), or re-binarise them (e.g. mask > 127)."
             )
+    if void_hint(values):
+        out.append(void_hint(values))
     return out
