@@ -90,6 +90,34 @@ def test_prediction_notebook_runs_on_kaggle_carvana_layout_with_0_1_masks(tmp_pa
     assert ".png: input (48, 64), mask (48, 64) uint8, values subset of [0, 1]: True" in text  # section 7 ran
 
 
+def test_preprocessing_notebook_takes_dataset_options_as_papermill_text(tmp_path: Path):
+    """A folder whose masks are named like their images (``mask_suffix=""``) and hold a 255 border of unlabelled
+    pixels: the notebooks had no way to pass the data set's options, so ``-p dataset folder`` failed for it.
+    ``papermill -p`` passes the JSON as text. 以前 notebook 无法传入数据集选项"""
+    import numpy as np
+    from PIL import Image
+
+    from unet_course.notebook_tools import execute_headless
+
+    for sub in ("images", "masks"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+    for i in range(8):
+        mask = np.zeros((48, 48), np.uint8)
+        mask[8:30, 6:40] = 1
+        mask[14:22, 12:20] = 2
+        mask[7, :] = 255                                            # the unlabelled border 无标签边界
+        Image.fromarray(np.stack([mask * 100] * 3, -1).astype(np.uint8)).save(tmp_path / "data" / "images" / f"{i}.png")
+        Image.fromarray(mask).save(tmp_path / "data" / "masks" / f"{i}.png")
+    out = tmp_path / "01_folder.ipynb"
+    params = {"dataset": "folder", "data_dir": str(tmp_path / "data"), "crop_size": 32, "batch_size": 2,
+              "n_augment": 2, "worker_counts": [0],
+              "dataset_options": '{"mask_suffix": "", "void_values": [255]}'}
+    execute_headless(REPO_ROOT / "notebooks" / "01_preprocessing.ipynb", out, parameters=params, cwd=tmp_path)
+    text = _outputs(json.loads(out.read_text()))
+    assert "data set        : folder" in text
+    assert "mask_values=[0, 1, 2], ignore_index=255" in text           # 255 is void, not a fourth class
+
+
 @pytest.mark.parametrize("name", ["01_preprocessing", "02_architecture", "03_loss_and_mixed_precision",
                                   "04_training_loop", "05_prediction"])
 def test_papermill_sees_every_name_of_the_parameters_cell(name: str):

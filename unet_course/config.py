@@ -277,10 +277,13 @@ class TrainConfig:
         由 notebook 的 papermill 参数构建；参数有误时给出一条写明参数名的消息
 
         Only keyword arguments that are TrainConfig fields are used, so a notebook may pass all its parameters.
-        只使用属于 TrainConfig 字段的参数，notebook 可以把全部参数传进来
+        ``papermill -p`` passes text, so JSON text for a dict or list field is read as JSON.
+        只使用属于 TrainConfig 字段的参数，notebook 可以把全部参数传进来；dict/list 字段的 JSON 文本按 JSON 读取
 
         >>> TrainConfig.from_parameters(epochs=3, figure_dpi=80).epochs
         3
+        >>> TrainConfig.from_parameters(dataset_options='{"mask_suffix": ""}').dataset_options   # papermill -p text
+        {'mask_suffix': ''}
         >>> TrainConfig.from_parameters(epochs="abc")
         Traceback (most recent call last):
         ...
@@ -288,10 +291,10 @@ class TrainConfig:
         """
         names = {f.name for f in dataclasses.fields(cls)}
         config = cls()                               # 先用默认值构建，再逐个检查参数
-        for name, value in values.items():
-            if name in names:
-                setattr(config, name, value)
         try:
+            for name, value in values.items():
+                if name in names:
+                    setattr(config, name, _from_text(value, field_types()[name], name))
             config.validate(what="Parameter")
         except ConfigError as exc:
             raise ConfigError(f"{exc} Fix it in the parameters cell or in papermill -p.") from None
@@ -397,6 +400,21 @@ def _convert(value: Any, kind: Any) -> tuple[bool, Any]:
     if base is dict:
         return isinstance(value, dict), value
     return True, value                                                        # 未知类型不检查
+
+
+def _from_text(value: Any, hint: Any, name: str) -> Any:
+    """A parameter given as text (``papermill -p``): JSON text for a dict or list field is read as JSON.
+    papermill -p 传入文本：dict/list 字段的 JSON 文本按 JSON 读取
+    """
+    kinds, _ = type_members(hint)
+    if not isinstance(value, str) or not any((typing.get_origin(k) or k) in (dict, list) for k in kinds):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        expected = " or ".join(_NAMES[typing.get_origin(k) or k] for k in kinds if (typing.get_origin(k) or k) in _NAMES)
+        raise ConfigError(f"Parameter {name!r} must be {expected}, got text that is not JSON: {value!r} "
+                          f"({exc.msg}).") from None
 
 
 def _coerce(value: Any, hint: Any, label: str, expects: str | None = None) -> Any:
