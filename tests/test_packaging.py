@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import tomllib
-
 from unet_course.env import REPO_ROOT
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (requires-python >= 3.10): the same parser from PyPI, a dev dependency 3.10 上使用 tomli
+    import tomli as tomllib
 
 
 def _pyproject() -> dict:
