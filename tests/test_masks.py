@@ -156,3 +156,24 @@ def test_rare_values_that_are_not_stray():
     assert discover_mask_values(three) == [0, 7, 255]
     # a single mask cannot show that a value is stray
     assert discover_mask_values(_stray_set()[1:2]) == [0, 7, 255]
+
+
+def test_binary_masks_in_two_encodings_are_refused_not_made_three_classes():
+    def binary(value: int) -> np.ndarray:
+        mask = np.zeros((16, 16), np.uint8)
+        mask[2:10, 3:12] = value                                        # a large foreground, never stray
+        return mask
+
+    mixed = [binary(1), binary(1), binary(1), binary(255), binary(255)]  # two exports of one label set
+    names = [f"m{i}.png" for i in range(len(mixed))]
+    with pytest.raises(DataError) as err:                               # before: [0, 1, 255], three classes
+        discover_mask_values(mixed, names=names)
+    msg = str(err.value)
+    assert "two binary encodings" in msg and "'m0.png'" in msg and "'m3.png'" in msg and "mask_values=[0, 1, 255]" in msg
+    report = inspect_masks(mixed, warn=False)
+    assert any("two binary encodings" in w for w in report.warnings)
+    assert not any("void_values" in w for w in report.warnings)        # not taken for a void border
+    border = binary(1)
+    border[0] = 255                                                     # 1 and 255 in one file: a real third value
+    assert discover_mask_values([border, binary(1)]) == [0, 1, 255]
+    assert discover_mask_values([binary(1), binary(2)]) == [0, 1, 2]    # one class per image is fine

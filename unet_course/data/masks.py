@@ -62,6 +62,7 @@ class _Scan:
     counts: dict[int, int] = field(default_factory=dict)
     n_holding: dict[int, int] = field(default_factory=dict)  # 含该取值的文件数
     first_file: dict[int, str] = field(default_factory=dict)  # 第一个含该取值的文件
+    holders: dict[int, set[str]] = field(default_factory=dict)  # the files holding each value 含该取值的全部文件
     shapes: list[tuple[int, int]] = field(default_factory=list)
     n_files: int = 0
 
@@ -72,6 +73,7 @@ class _Scan:
             self.counts[v] = self.counts.get(v, 0) + int(c)
             self.n_holding[v] = self.n_holding.get(v, 0) + 1
             self.first_file.setdefault(v, name)
+            self.holders.setdefault(v, set()).add(name)
         shape = (int(arr.shape[0]), int(arr.shape[1]))
         if shape not in self.shapes:
             self.shapes.append(shape)
@@ -109,6 +111,23 @@ def find_stray_values(scan: _Scan) -> list[tuple[int, str, int]]:
     if len(scan.counts) - len(strays) < 2:  # 去掉后不足两类：这是真实的稀有类别
         return []
     return strays
+
+
+def mixed_binary_encodings(scan: _Scan) -> str:
+    """The error text when binary masks use two encodings, 0/1 in some files and 0/255 in others ("" otherwise).
+    二值掩码混用两种编码（部分文件 0/1、部分 0/255）时的报错文本
+
+    Discovery would make three classes of them in silence. The rule: the non-zero values are exactly 1 and 255
+    and no file holds both (a file holding both is a real 3-value mask, e.g. classes plus a 255 border).
+    规则：非零取值恰为 1 和 255，且没有任何文件同时含有二者
+    """
+    if set(scan.counts) - {0} != {1, 255} or scan.holders[1] & scan.holders[255]:
+        return ""
+    ones, full = sorted(scan.holders[1]), sorted(scan.holders[255])
+    return (f"Masks mix two binary encodings: {len(ones)} file(s) hold 0/1 (e.g. {ones[0]!r}) and {len(full)} hold "
+            f"0/255 (e.g. {full[0]!r}), so discovery would make three classes (0, 1, 255) of one foreground. Re-save "
+            "them with one encoding (e.g. foreground = mask > 0, saved as 0/255), or, if 1 and 255 are two classes "
+            "that never meet in one mask, pass mask_values=[0, 1, 255].")
 
 
 def stray_message(strays: list[tuple[int, str, int]], values: list[int], total: int) -> str:
@@ -153,8 +172,10 @@ def discover_mask_values(masks: Iterable, *, names: Iterable[str] | None = None,
     if scan.n_files == 0:
         raise DataError("No masks to scan for values; check that the masks folder holds mask files.")
     for v in void_values:                                 # no class, and never stray 不是类别，也不算零星取值
-        for table in (scan.counts, scan.n_holding, scan.first_file):
+        for table in (scan.counts, scan.n_holding, scan.first_file, scan.holders):
             table.pop(int(v), None)
+    if mixed_binary_encodings(scan):
+        raise DataError(mixed_binary_encodings(scan))
     values = sorted(scan.counts)
     strays = find_stray_values(scan) if refuse_stray else []
     if strays:
@@ -416,6 +437,8 @@ def inspect_masks(masks, *, ignore_index: int = 255, max_files: int | None = Non
       插值缩放（或 JPEG 保存）过的掩码会在边界处出现许多中间取值
     - **stray values**: a value held by one mask on a tiny fraction of pixels (:func:`find_stray_values`, the rule
       that makes discovery refuse it). 只出现在一个掩码中的零星取值
+    - **two binary encodings**: some masks 0/1, others 0/255 (:func:`mixed_binary_encodings`, the rule that makes
+      discovery refuse them). 二值掩码混用 0/1 与 0/255 两种编码
 
     Args:
         masks: a folder of mask files, a list of paths or arrays, or a data set with ``raw_mask(i)``.
@@ -443,6 +466,10 @@ def inspect_masks(masks, *, ignore_index: int = 255, max_files: int | None = Non
     strays = find_stray_values(scan)
     if strays:
         report.warnings.append(stray_message(strays, values, sum(report.counts)))
+    if mixed_binary_encodings(scan):
+        report.warnings.append(mixed_binary_encodings(scan))
+    elif void_hint(values):                               # 255 beside small class values 小类别值加 255
+        report.warnings.append(void_hint(values))
     if warn:
         for w in report.warnings:
             warnings.warn(w, UserWarning, stacklevel=2)
@@ -483,6 +510,4 @@ def _diagnose(values: list[int], counts: list[int], ignore_index: int, mapping: 
                 f"{len(between)} distinct in-between values on {100 * frac:.2f}% of pixels. Resize masks with "
                 "NEAREST interpolation and save them losslessly (PNG/GIF), or re-binarise them (e.g. mask > 127)."
             )
-    if void_hint(values):
-        out.append(void_hint(values))
     return out
