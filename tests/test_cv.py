@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cli_helpers import toy_sample
 from PIL import Image
@@ -127,6 +128,20 @@ def test_cv_command_trains_each_fold_scores_thresholds_and_resumes(tmp_path: Pat
     (other / "cv.json").write_text('{"mine": 1}')                       # a cv.json no cv run wrote: kept
     assert main(_tiny_cv(root, other)) == 2
     assert "no cv run wrote it" in capsys.readouterr().err and (other / "cv.json").read_text() == '{"mine": 1}'
+
+
+def test_cv_refuses_data_with_more_than_two_classes_before_training(tmp_path: Path, capsys) -> None:
+    # it trained fold 0 and then failed in the threshold sweep ("needs a two-class model") 过去先训练第 0 折才失败
+    root = _folder(tmp_path / "data")
+    for mask_file in (root / "masks").iterdir():
+        mask = np.array(Image.open(mask_file))
+        mask[:4] = 7                                                    # a third class in every mask 每个掩码都有第三类
+        Image.fromarray(mask).save(mask_file)
+    out = tmp_path / "cv"
+    assert main(_tiny_cv(root, out)) == 2
+    err = capsys.readouterr().err
+    assert "needs two classes" in err and "has 3" in err and "unet-course evaluate" in err
+    assert not out.exists()                                             # nothing trained, nothing written
 
 
 def test_cv_refuses_finished_folds_trained_with_other_settings(tmp_path: Path, capsys) -> None:

@@ -113,6 +113,24 @@ def check_finished_fold(cfg: Any) -> None:
             f"--out-dir for these settings, or delete the fold_* folders there to train them again.")
 
 
+def check_two_classes(cfg: Any) -> None:
+    """Refuse data with other than two classes before any fold trains: cv scores the foreground F1 at decision
+    thresholds, which a model with more classes does not have. 多于两类时在训练前拒绝（cv 按阈值计算前景 F1）
+
+    Raises:
+        ConfigError: naming the classes and the fold-by-fold commands that work for any class count.
+    """
+    values = list(_fold_dataset(cfg).mask_values)
+    if len(values) == 2:
+        return
+    raise ConfigError(
+        f"cv scores the foreground F1 at decision thresholds, which needs two classes; {cfg.dataset!r} has "
+        f"{len(values)} (mask_values {values}). Cross-validate it fold by fold instead: for each I in 0..K-1, "
+        "`unet-course train --folds K --fold I --out-dir runs/cv/fold_I ...` (the same data flags), then "
+        "`unet-course evaluate runs/cv/fold_I/last.pt`, which scores that fold's validation images and reports "
+        "the Dice of every class.")
+
+
 def run_fold(cfg: Any, thresholds: list[float], device: Any = "cpu") -> dict[str, Any]:
     """Train one fold (unless its ``fold.json`` exists) and score it at each threshold. 训练并评估一折
 
@@ -208,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
     base = config_from_args(args)
     if base.folds < 2:
         base = base.replace(folds=5)                                   # 默认 5 折
+    check_two_classes(base.replace(fold=0))                            # 训练之前：cv 的阈值评分只适用于两类
     root = ensure_writable_dir(base.out_dir or default_out_dir("cv"), "--out-dir")
     summary_file = root / "cv.json"
     if summary_file.exists() and not is_json_report(summary_file, ("n_folds", "folds")):   # 不覆盖他人的 cv.json
