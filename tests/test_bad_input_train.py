@@ -402,3 +402,15 @@ def test_a_worker_does_not_report_the_connection_the_stopping_main_process_dropp
     assert capsys.readouterr().err == ""
     sys.excepthook(ValueError, ValueError("a real error"), None)
     assert "ValueError: a real error" in capsys.readouterr().err
+
+
+def test_a_threshold_on_data_with_more_than_two_classes_is_refused_not_ignored(tmp_path):
+    # it was stored in the checkpoint and ignored: labels of K > 2 classes are the most probable class
+    # 过去会被存进检查点却被忽略
+    cfg = dict(dataset="synthetic-multiclass", train_samples=8, val_samples=4, image_size=32, batch_size=4,
+               base_channels=4, depth=2, epochs=1, amp="off", progress="none", device="cpu", num_workers=0,
+               out_dir=str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match=r"threshold=0.3 applies to two classes, but the data have 3"):
+        fit(TrainConfig(**cfg, threshold=0.3))
+    assert not (tmp_path / "run" / "last.pt").exists()
+    assert fit(TrainConfig(**cfg)).best_epoch == 1                       # the default threshold trains 默认阈值可以训练

@@ -7,6 +7,7 @@ Each helper here is one step (or part of one) of :func:`unet_course.training.fit
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import zipfile
 from collections.abc import Sequence
@@ -188,8 +189,8 @@ def class_and_channel_counts(cfg: TrainConfig, info: Any) -> tuple[int, int]:
     本次运行的类别数与输入通道数（与数据核对）
 
     Raises:
-        ConfigError: fewer than 2 classes, ``cfg.n_classes`` disagrees with the masks, or binary mode on data
-            without 2 classes.
+        ConfigError: fewer than 2 classes, ``cfg.n_classes`` disagrees with the masks, binary mode on data
+            without 2 classes, or a threshold other than the default on data with more (it would be ignored).
     """
     n_classes = int(cfg.n_classes or info.n_classes)
     in_channels = int(cfg.in_channels or info.in_channels)
@@ -207,6 +208,13 @@ def class_and_channel_counts(cfg: TrainConfig, info: Any) -> tuple[int, int]:
         raise ConfigError(
             f"mode='binary' needs exactly 2 classes, but the data have {n_classes} (mask_values "
             f"{list(info.mask_values)}); use mode='multiclass'."
+        )
+    default_threshold = next(f.default for f in dataclasses.fields(cfg) if f.name == "threshold")
+    if n_classes > 2 and cfg.threshold != default_threshold:
+        raise ConfigError(
+            f"threshold={cfg.threshold:g} applies to two classes, but the data have {n_classes} (mask_values "
+            f"{list(info.mask_values)}), whose labels are the most probable class, so it would be ignored in "
+            "silence. Leave --threshold out."
         )
     return n_classes, in_channels
 
