@@ -33,6 +33,7 @@ from typing import Any
 from .. import distributed
 from ..checkpoint import load_checkpoint, load_model
 from ..data import build_dataset, dataset_options, split_kwargs
+from ..data.registry import check_folds
 from ..env import default_out_dir, pick_device
 from ..errors import ConfigError, OutputError
 from ..files import ensure_writable_dir, is_json_report, write_json
@@ -75,6 +76,7 @@ def _fold_dataset(cfg: Any) -> Any:
     """The validation images of ``cfg.fold`` at native size (prediction re-applies the enhancement), rebuilt by
     :func:`~unet_course.data.split_kwargs`, the rule ``evaluate`` uses, with the same ``dataset_options`` as in
     training (e.g. a folder's ``mask_suffix``). 本折验证集（与 evaluate 同一规则重建），数据集参数与训练时相同"""
+    check_folds(cfg.dataset, cfg.folds)                            # a data set without folds 不支持 k 折的数据集
     dataset_options(cfg.dataset, cfg.dataset_options)              # checked as training checks them 与训练时同样检查
     return build_dataset(cfg.dataset, root=cfg.data_dir, split="val", **split_kwargs(cfg.dataset, "val", cfg.to_dict()))
 
