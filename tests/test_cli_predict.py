@@ -218,3 +218,17 @@ def test_ctrl_c_says_how_many_masks_are_complete(tmp_path: Path, rgb_checkpoint:
     assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png"]
     assert f"interrupted: 2 of 4 input(s) have their mask in {str(out)!r}, each file complete" in err
     assert "--resume" not in err and "Traceback" not in err
+
+
+def test_an_input_dir_one_level_up_names_the_subfolder_to_predict(tmp_path: Path, rgb_checkpoint: Path):
+    # before: "holds no images" and nothing more, for a data set's root 以前只说没有图像
+    for sub in ("images", "masks"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "data" / sub / "a.png")
+    with pytest.raises(DataError) as err:
+        predict_cli("-m", str(rgb_checkpoint), "--input-dir", str(tmp_path / "data"), "-o", str(tmp_path / "o"))
+    assert "holds no images" in str(err.value)
+    assert f"--input-dir {str(tmp_path / 'data' / 'images')!r}" in str(err.value) and "'masks/'" in str(err.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"holds no images \(.*\)\.$"):  # no subfolder, no hint 没有子目录就不提示
+        predict_cli("-m", str(rgb_checkpoint), "--input-dir", str(tmp_path / "empty"), "-o", str(tmp_path / "o"))

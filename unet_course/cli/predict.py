@@ -47,7 +47,7 @@ import tifffile
 from PIL import Image, PngImagePlugin
 
 from ..checkpoint import load_model
-from ..data.io import IMAGE_EXTENSIONS, is_image_file, page_count, read_image, read_stack
+from ..data.io import IMAGE_EXTENSIONS, image_subfolders, is_image_file, page_count, read_image, read_stack
 from ..env import default_out_dir, pick_device
 from ..errors import CheckpointError, ConfigError, DataError, OutputError, UNetCourseError
 from ..files import checked_output_dir, write_with
@@ -185,7 +185,11 @@ def collect_inputs(files: Sequence[str] | None, folder: str | None) -> list[Path
         # the data sets' rule: visible files with an image extension (not macOS's ._x.png) 与数据集相同的规则
         paths = sorted(p for p in root.iterdir() if p.is_file() and is_image_file(p))
         if not paths:
-            raise DataError(f"--input-dir {str(root)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+            subs = image_subfolders(root)                # e.g. a data set's root 例如给了数据集根目录
+            pick = next((d for d in subs if "image" in d.name.lower()), subs[0]) if subs else None
+            hint = (f" Its subfolders {', '.join(repr(d.name + '/') for d in subs[:6])} hold images; pass the one to "
+                    f"predict, e.g. --input-dir {str(pick)!r}." if pick else "")
+            raise DataError(f"--input-dir {str(root)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}).{hint}")
         return paths
     paths = [Path(f).expanduser() for f in files or []]
     folders = [str(p) for p in paths if p.is_dir()]

@@ -68,6 +68,21 @@ def is_image_file(name: str | os.PathLike) -> bool:
     return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def image_subfolders(folder: str | os.PathLike) -> list[Path]:
+    """The subfolders of ``folder`` that hold image files (for hints when a folder one level up was given).
+    含有图像文件的子目录（给出上一级目录时用于提示）"""
+    def holds_images(d: Path) -> bool:
+        try:
+            return d.is_dir() and any(is_image_file(p) for p in d.iterdir())
+        except OSError:                                  # an unreadable subfolder gives no hint 无法读取的子目录不提示
+            return False
+
+    try:
+        return sorted(d for d in Path(folder).iterdir() if holds_images(d))
+    except OSError:
+        return []
+
+
 def _label(source: Source, name: str | None) -> str:
     if name:
         return name

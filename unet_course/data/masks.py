@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .io import is_image_file, page_count, read_mask, read_stack
+from .io import image_subfolders, is_image_file, page_count, read_mask, read_stack
 
 # 已发现取值的内存缓存：键由数据来源决定
 _VALUES_CACHE: dict[tuple, list[int]] = {}
@@ -408,13 +408,7 @@ def _mask_sources(masks) -> tuple[list, list[str]]:
 
 def _subfolder_hint(folder: Path) -> str:
     """Name the subfolders that hold image files (a data set's root was given instead of its masks folder)."""
-    def holds_images(d: Path) -> bool:
-        try:
-            return d.is_dir() and any(is_image_file(p) for p in d.iterdir())
-        except OSError:                                  # an unreadable subfolder gives no hint 无法读取的子目录不提示
-            return False
-
-    subs = sorted(d for d in folder.iterdir() if holds_images(d))
+    subs = image_subfolders(folder)
     if not subs:
         return ""
     masky = [d for d in subs if "mask" in d.name.lower() or "label" in d.name.lower() or "manual" in d.name.lower()]
