@@ -184,6 +184,25 @@ def test_inspect_names_a_missing_path_as_a_path(tmp_path, capsys):
     assert "Did you mean 'drive'?" in err                               # it said only "Unknown dataset 'drivee'"
 
 
+def test_inspect_reads_a_zip_of_masks_as_carvana_ships_them(tmp_path, capsys):
+    """``inspect train_masks.zip`` said the zip was a corrupt image to re-download. zip 以前被当作损坏的图像"""
+    import zipfile
+
+    from conftest import write_carvana_fixture
+
+    root = write_carvana_fixture(tmp_path / "carvana", n=3)
+    archive = tmp_path / "train_masks.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for mask in sorted((root / "train_masks").iterdir()):
+            zf.write(mask, f"train_masks/{mask.name}")
+    assert cli.main(["inspect", str(archive)]) == 0
+    out = capsys.readouterr().out
+    assert "Masks scanned: 3" in out and "      1      1" in out           # Carvana's 0/1 values, as class 0 and 1
+    (tmp_path / "empty.zip").write_bytes(b"not a zip")
+    assert cli.main(["inspect", str(tmp_path / "empty.zip")]) == 2
+    assert "Cannot open" in capsys.readouterr().err
+
+
 def test_inspect_synthetic(capsys):
     assert cli.main(["inspect", "synthetic", "--max-files", "3"]) == 0
     out = capsys.readouterr().out

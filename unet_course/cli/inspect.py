@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import DATASETS, build_dataset, dataset_key
+from ..data.folder import ZipMasks
 from ..data.masks import inspect_masks
 from ..errors import ConfigError, DataError, did_you_mean
 from .options import add_data_root_argument, apply_data_root, positive_int
@@ -25,7 +26,8 @@ HELP = "report the raw values found in mask files"
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``inspect`` flags. 添加 inspect 参数"""
     parser.description = "Report mask values, counts and likely problems (0/1 vs 0/255, JPEG noise, ...)."
-    parser.add_argument("target", help="a dataset name (synthetic, drive, isbi2012, ...) or a folder/file of masks")
+    parser.add_argument("target", help="a dataset name (synthetic, drive, isbi2012, ...), a folder or file of masks, "
+                                       "or a .zip of masks (read without unzipping)")
     parser.add_argument("--data-dir", help="dataset folder when TARGET is a dataset name")
     add_data_root_argument(parser)
     parser.add_argument("--split", default="train", help="split of a named dataset (default train)")
@@ -39,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     apply_data_root(args)
     path = Path(args.target).expanduser()
     masks: Any = path                                          # 掩码目录或单个文件
+    if path.is_file() and path.suffix.lower() == ".zip":       # e.g. Carvana's train_masks.zip 不解压读取
+        masks = ZipMasks(path)
     if not path.exists():
         if path.suffix or "/" in args.target or os.sep in args.target:        # 看起来是路径而不是数据集名
             raise DataError(f"{args.target!r} does not exist. inspect takes a folder or file of masks, or a data "

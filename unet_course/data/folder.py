@@ -152,6 +152,29 @@ class _ZipSource:
         return state
 
 
+class ZipMasks:
+    """The mask files of a ``.zip`` (Carvana's ``train_masks.zip``), read without unzipping, as
+    :func:`~unet_course.data.masks.inspect_masks` takes a data set: ``len``, ``names`` and ``raw_mask(i)``.
+    zip 中的掩码文件（不解压），按 inspect_masks 接受数据集的方式提供
+
+    Raises:
+        DataError: not a zip archive, or one without image members.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.source = _ZipSource(Path(path).expanduser())
+        if not self.source.keys:
+            raise DataError(f"{str(path)!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)}) to inspect.")
+        self.names = [self.source.label(k) for k in self.source.keys]
+
+    def __len__(self) -> int:
+        return len(self.source.keys)
+
+    def raw_mask(self, index: int) -> np.ndarray:
+        key = self.source.keys[index]
+        return read_mask(self.source.read(key), name=self.source.label(key))
+
+
 def _check_void(void_values, mask_values) -> list[int]:
     """``void_values`` as sorted ints; refused when not integers or when a listed class value is void too."""
     if isinstance(void_values, int | str) or not all(isinstance(v, int) and not isinstance(v, bool)
