@@ -351,7 +351,7 @@ def test_a_multi_page_tiff_is_not_read_as_its_first_page(tmp_path: Path):
     """A folder of TIFF stacks trained on the first page of each file, in silence (4 samples instead of 20), and
     ``inspect`` of ISBI's train-labels.tif scanned one slice of 30. 以前多页 TIFF 只悄悄读取第一页
     """
-    from unet_course.data.masks import inspect_masks
+    from unet_course.data.mask_report import inspect_masks
 
     root = _stack_folder(tmp_path / "masks_stacked", image_pages=1, mask_pages=5)
     with pytest.raises(DataError, match=r"masks/0_mask\.tif' is a multi-page TIFF \(5 pages\).*one page per file"):
@@ -369,7 +369,7 @@ def test_a_multi_page_tiff_is_not_read_as_its_first_page(tmp_path: Path):
 
 def test_inspect_names_a_colour_stack(tmp_path: Path):
     """A stack of RGB pages is refused with its name, as a colour mask file is. 彩色多页掩码报错并写明文件"""
-    from unet_course.data.masks import inspect_masks
+    from unet_course.data.mask_report import inspect_masks
 
     tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((4, 16, 16, 3), np.uint8), photometric="rgb")
     with pytest.raises(DataError, match=r"rgb\.tif' has pages of shape \(16, 16, 3\)"):
@@ -380,7 +380,7 @@ def test_masks_holding_one_value_are_refused_and_inspect_says_so(tmp_path: Path)
     """Empty masks (an export that lost its labels) made one class, and training stopped in the loss with a message
     about logits and channels. 全为同一取值的掩码：以前在损失函数中才报出与通道数有关的错误
     """
-    from unet_course.data.masks import inspect_masks
+    from unet_course.data.mask_report import inspect_masks
 
     imgs, masks = _pairs(tmp_path / "data", n=4)
     for m in masks.iterdir():

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..data import DATASETS, build_dataset, dataset_key
 from ..data.folder import ZipMasks
-from ..data.masks import inspect_masks
+from ..data.mask_report import inspect_masks
 from ..errors import ConfigError, DataError, did_you_mean
 from .options import add_data_root_argument, apply_data_root, positive_int
 

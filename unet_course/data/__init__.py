@@ -38,13 +38,12 @@ from .loaders import (
     resolve_num_workers,
     worker_free_message,
 )
+from .mask_report import MaskReport, inspect_masks
 from .masks import (
     STRAY_FRACTION,
-    MaskReport,
     discover_mask_values,
     find_stray_values,
     indices_to_values,
-    inspect_masks,
     values_to_indices,
 )
 from .registry import DATASETS, build_dataset, dataset_key, dataset_options, options_blamed, split_kwargs

@@ -130,7 +130,7 @@ class SegmentationDataset(Dataset):
     基类：输入原始样本，输出归一化后的张量
 
     Subclasses implement ``__len__`` and :meth:`raw`; they may override :meth:`load` (faster path straight to class
-    indices) and :meth:`raw_mask` (mask only, for :func:`~unet_course.data.masks.inspect_masks`).
+    indices) and :meth:`raw_mask` (mask only, for :func:`~unet_course.data.mask_report.inspect_masks`).
 
     Attributes:
         mask_values: raw mask values in class-index order. 按类别顺序排列的原始取值

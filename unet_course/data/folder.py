@@ -154,7 +154,7 @@ class _ZipSource:
 
 class ZipMasks:
     """The mask files of a ``.zip`` (Carvana's ``train_masks.zip``), read without unzipping, as
-    :func:`~unet_course.data.masks.inspect_masks` takes a data set: ``len``, ``names`` and ``raw_mask(i)``.
+    :func:`~unet_course.data.mask_report.inspect_masks` takes a data set: ``len``, ``names`` and ``raw_mask(i)``.
     zip 中的掩码文件（不解压），按 inspect_masks 接受数据集的方式提供
 
     Raises:
