@@ -183,19 +183,19 @@ def test_samples_per_epoch_repeats_a_small_training_set(carvana_root):
         build_loaders(cfg.replace(samples_per_epoch=4))
 
 
-def _phone_photo(shown: np.ndarray, orientation: int = 6) -> bytes:
+def _phone_photo(shown: np.ndarray, orientation: int = 6, fmt: str = "JPEG") -> bytes:
     """JPEG bytes storing ``shown`` (H, W, 3) turned, with the EXIF tag that turns it back for display (phones).
     以旋转后的像素存储、并带有显示时转回的 EXIF 方向标记的 JPEG（手机照片）"""
     stored = Image.fromarray(shown).transpose(Image.Transpose.ROTATE_90)  # tag 6 turns this back 90° clockwise
     exif = Image.Exif()
     exif[0x0112] = orientation
     buf = io.BytesIO()
-    stored.save(buf, format="JPEG", exif=exif, quality=95)
+    stored.save(buf, format=fmt, exif=exif, **({"quality": 95} if fmt == "JPEG" else {}))
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("size", [(40, 24), (32, 32)])
-def test_photos_with_an_exif_orientation_are_read_as_shown_and_pair_with_their_masks(tmp_path, size):
+@pytest.mark.parametrize(("size", "fmt"), [((40, 24), "JPEG"), ((32, 32), "JPEG"), ((40, 24), "PNG")])
+def test_photos_with_an_exif_orientation_are_read_as_shown_and_pair_with_their_masks(tmp_path, size, fmt):
     from unet_course.data.io import image_size, read_image
 
     imgs, masks = tmp_path / "images", tmp_path / "masks"
@@ -206,10 +206,11 @@ def test_photos_with_an_exif_orientation_are_read_as_shown_and_pair_with_their_m
     mask = np.zeros((h, w), np.uint8)
     mask[2:12, 3:9] = 255                                  # drawn on the shown photo, off every symmetry axis
     shown[mask > 0] = 230
-    (imgs / "p.jpg").write_bytes(_phone_photo(shown))
+    photo = imgs / ("p.jpg" if fmt == "JPEG" else "p.png")
+    photo.write_bytes(_phone_photo(shown, fmt=fmt))
     (masks / "p.png").write_bytes(_encode(mask, "PNG"))
-    assert Image.open(imgs / "p.jpg").size == (h, w)      # stored turned: (W, H) swapped
-    assert read_image(imgs / "p.jpg").shape == (h, w, 3) == image_size(imgs / "p.jpg")
+    assert Image.open(photo).size == (h, w)               # stored turned: (W, H) swapped
+    assert read_image(photo).shape == (h, w, 3) == image_size(photo)
     ds = FolderPairs(imgs, masks, mask_suffix="")
     image, labels, _ = ds.raw(0)
     assert image.shape[:2] == labels.shape == (h, w)

@@ -161,6 +161,13 @@ def _orientation(im: Image.Image, ext: str) -> int:
     if ext in TIFF_EXTENSIONS:
         return 1
     try:
+        if ext == ".png":                                 # PNG: the eXIf chunk before the pixels, where writers put it;
+            raw = im.info.get("exif")                     # getexif() would decode the whole image to look further
+            if not raw:                                   # PNG：只看像素之前的 eXIf 块，避免为查找而解码整张图
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+            return int(exif.get(EXIF_ORIENTATION, 1))
         return int(im.getexif().get(EXIF_ORIENTATION, 1))
     except Exception:                                     # an unreadable EXIF block: read as stored 无法读取的 EXIF：按存储方向
         return 1
