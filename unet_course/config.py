@@ -207,7 +207,7 @@ class TrainConfig:
             raise ConfigError(f"warmup_epochs={self.warmup_epochs} works with scheduler 'cosine' or 'poly'; with "
                               f"{self.scheduler!r} there would silently be no warm-up. Choose one of those "
                               "schedulers, or leave warmup_epochs at 0.")
-        default_momentum = next(f.default for f in dataclasses.fields(self) if f.name == "momentum")
+        default_momentum = self.default_of("momentum")
         if self.momentum != default_momentum and self.optimizer not in ("sgd", "rmsprop"):
             raise ConfigError(f"momentum={self.momentum:g} is used by the sgd and rmsprop optimizers only; "
                               f"{self.optimizer!r} would silently ignore it. Choose one of those optimizers, or "
@@ -299,6 +299,15 @@ class TrainConfig:
         except ConfigError as exc:
             raise ConfigError(f"{exc} Fix it in the parameters cell or in papermill -p.") from None
         return config
+
+    @classmethod
+    def default_of(cls, name: str) -> Any:
+        """The default value of field ``name`` (to tell a setting left alone from one given). 字段的默认值
+
+        >>> TrainConfig.default_of("threshold")
+        0.5
+        """
+        return next(f.default for f in dataclasses.fields(cls) if f.name == name)
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated). 返回修改部分字段后的副本"""

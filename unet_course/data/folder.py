@@ -176,7 +176,8 @@ class ZipMasks:
 
 
 def _check_void(void_values, mask_values) -> list[int]:
-    """``void_values`` as sorted ints; refused when not integers or when a listed class value is void too."""
+    """``void_values`` as sorted ints (None: none); refused when not integers or when a class value is void too."""
+    void_values = () if void_values is None else void_values
     if isinstance(void_values, int | str) or not all(isinstance(v, int) and not isinstance(v, bool)
                                                      for v in void_values):
         raise ConfigError(f"void_values must be a list of integer mask values, e.g. [255]; got {void_values!r}.")

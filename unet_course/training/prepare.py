@@ -7,7 +7,6 @@ Each helper here is one step (or part of one) of :func:`unet_course.training.fit
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import zipfile
 from collections.abc import Sequence
@@ -209,8 +208,7 @@ def class_and_channel_counts(cfg: TrainConfig, info: Any) -> tuple[int, int]:
             f"mode='binary' needs exactly 2 classes, but the data have {n_classes} (mask_values "
             f"{list(info.mask_values)}); use mode='multiclass'."
         )
-    default_threshold = next(f.default for f in dataclasses.fields(cfg) if f.name == "threshold")
-    if n_classes > 2 and cfg.threshold != default_threshold:
+    if n_classes > 2 and cfg.threshold != cfg.default_of("threshold"):
         raise ConfigError(
             f"threshold={cfg.threshold:g} applies to two classes, but the data have {n_classes} (mask_values "
             f"{list(info.mask_values)}), whose labels are the most probable class, so it would be ignored in "
