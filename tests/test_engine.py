@@ -279,7 +279,10 @@ def test_time_budget_stops_at_the_budget_and_finishes_the_schedule(tmp_path):
     assert budget["seconds"] == 3.0 and budget["stopped_by_budget"] is True
     assert budget["planned_epochs"] == n and 2.0 < budget["used_s"] <= took
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == n
-    assert history.lr[-1] <= 0.01 * lr_factor(n - 2, n, "cosine") + 1e-12      # 最后一轮已在曲线末端
+    # The plan is re-estimated from measured epoch times, so on a loaded machine a slow epoch near the end can
+    # leave the last LR a few steps short of the curve's end (seen once: 3 steps of 52); without the budget's
+    # re-planning it would be 0.0099 (step 52 of 1000). 负载导致末轮变慢时可差几步；没有重新规划则约为 0.0099
+    assert history.lr[-1] <= 0.01 * lr_factor(n - 5, n, "cosine") + 1e-12      # 最后一轮已在曲线末端附近
     assert history.lr[-1] < 0.15 * 0.01 and history.lr == sorted(history.lr, reverse=True)
 
 
