@@ -266,10 +266,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise _corrupt(path, f"{type(exc).__name__}: {exc}") from None
     if not isinstance(ckpt, dict) or "model_state" not in ckpt:
         kind = type(ckpt).__name__
-        hint = " It looks like a bare state_dict;" if isinstance(ckpt, dict) else ""
+        bare = isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values())
+        hint = (" It holds weights only (a bare state_dict, as torch.save(model.state_dict(), ...) writes), "
+                "without the model settings, mask values and normalisation needed to use them.") if bare else ""
         raise CheckpointError(
             f"{str(path)!r} is not a unet-course checkpoint (got a {kind} without 'model_state').{hint} "
-            "Use a last.pt/best.pt written by `unet-course train`."
+            "Use a last.pt/best.pt written by `unet-course train` (or by checkpoint.build_state + save_checkpoint)."
         )
     return ckpt
 
