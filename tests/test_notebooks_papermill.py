@@ -60,6 +60,22 @@ def test_training_notebook_names_a_bad_parameter(tmp_path: Path):
     assert not (tmp_path / "runs").exists()                      # stopped before any training 训练开始之前就停止
 
 
+@pytest.mark.parametrize("notebook", ["01_preprocessing", "02_architecture", "03_loss_and_mixed_precision",
+                                      "04_training_loop", "05_prediction"])
+def test_every_notebook_names_a_parameter_of_the_wrong_type(notebook: str, tmp_path: Path):
+    """``-p seed abc`` ended in a TypeError traceback from ``seed_everything`` in every notebook, since seeding came
+    before TrainConfig.from_parameters; check_parameter_types now checks each annotated parameter first.
+    每个 notebook 都先按类型注解检查参数，-p seed abc 只给出一条消息"""
+    pm = pytest.importorskip("papermill")
+    with pytest.raises(pm.PapermillExecutionError) as info:
+        pm.execute_notebook(str(REPO_ROOT / "notebooks" / f"{notebook}.ipynb"), str(tmp_path / "bad.ipynb"),
+                            parameters={"seed": "abc"}, cwd=str(tmp_path), kernel_name="python3",
+                            progress_bar=False)
+    assert info.value.ename == "ConfigError"
+    assert "Parameter 'seed' must be an integer, got 'abc' (str)" in info.value.evalue
+    assert not (tmp_path / "runs").exists()                      # stopped before any output 在写出任何文件之前停止
+
+
 def test_prediction_notebook_runs_on_drive_with_injected_parameters(drive_root: Path, tmp_path: Path):
     from unet_course.notebook_tools import execute_headless
 

@@ -19,6 +19,7 @@ import json
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -387,6 +388,13 @@ _NAMES = {bool: "true or false", int: "an integer", float: "a finite number", st
           dict: "a dict (JSON object)"}
 
 
+def _type_name(kind: Any) -> str:
+    """``list[int]`` -> ``'a list of integers'``: a type as the error messages name it. 错误信息中的类型名"""
+    if typing.get_args(kind) == (int,) and typing.get_origin(kind) is list:
+        return "a list of integers"
+    return _NAMES.get(typing.get_origin(kind) or kind, getattr(kind, "__name__", str(kind)))
+
+
 def _convert(value: Any, kind: Any) -> tuple[bool, Any]:
     """Try to read ``value`` as ``kind``; return ``(ok, converted)``. 尝试转换为 kind"""
     base = typing.get_origin(kind) or kind
@@ -403,12 +411,46 @@ def _convert(value: Any, kind: Any) -> tuple[bool, Any]:
         return isinstance(value, str), value
     if base is list:
         items = value if isinstance(value, (list, tuple)) else None
-        converted = [_convert(v, float) for v in items] if items is not None else None
+        item_kind = (typing.get_args(kind) or (float,))[0]                   # list[int] -> int
+        converted = [_convert(v, item_kind) for v in items] if items is not None else None
         ok = converted is not None and all(good for good, _ in converted)
         return ok, [v for _, v in converted] if ok else value
     if base is dict:
         return isinstance(value, dict), value
     return True, value                                                        # 未知类型不检查
+
+
+def check_parameter_types(namespace: Mapping[str, Any]) -> None:
+    """Check each notebook parameter against its annotation (``epochs: int = 3``); one message for a bad one.
+    按类型注解检查 notebook 的每个参数，错误时只给出一条消息
+
+    ``papermill -p`` reads ``3`` as a number and other values as text, so ``-p seed abc`` and ``-p data_dir 2024``
+    arrive with the wrong type and would fail later with a traceback. Pass the notebook's ``globals()``: its
+    ``__annotations__`` hold the parameters cell's annotations. Dict/list parameters may be JSON text.
+    papermill -p 把数字读成数，其余读成文本；传入 notebook 的 globals()，其 __annotations__ 即参数单元格的类型注解
+
+    >>> check_parameter_types({"__annotations__": {"seed": int, "sizes": list[int]}, "seed": 3, "sizes": "[1, 2]"})
+    >>> check_parameter_types({"__annotations__": {"seed": int}, "seed": "abc"})
+    Traceback (most recent call last):
+    ...
+    unet_course.errors.ConfigError: Parameter 'seed' must be an integer, got 'abc' (str). Fix it in the parameters cell or in papermill -p.
+    >>> check_parameter_types({"__annotations__": {"data_dir": str}, "data_dir": 2024})
+    Traceback (most recent call last):
+    ...
+    unet_course.errors.ConfigError: Parameter 'data_dir' must be a string, got 2024 (int). -p reads 2024 as a number; pass it as text: papermill -r data_dir 2024, or unet-course course -p 'data_dir="2024"'.
+    """
+    for name, hint in dict(namespace.get("__annotations__", {})).items():
+        if name not in namespace or isinstance(hint, str):          # 字符串形式的注解无法检查
+            continue
+        value = namespace[name]
+        try:
+            _coerce(_from_text(value, hint, name), hint, f"Parameter {name!r}")
+        except ConfigError as exc:
+            as_text = is_number(value) and str in type_members(hint)[0]
+            fix = (f"-p reads {value!r} as a number; pass it as text: papermill -r {name} {value}, or "
+                   f"unet-course course -p '{name}=\"{value}\"'."
+                   if as_text else "Fix it in the parameters cell or in papermill -p.")
+            raise ConfigError(f"{exc} {fix}") from None
 
 
 def _from_text(value: Any, hint: Any, name: str) -> Any:
@@ -440,8 +482,7 @@ def _coerce(value: Any, hint: Any, label: str, expects: str | None = None) -> An
         ok, converted = _convert(value, kind)
         if ok:
             return converted
-    expected = expects or " or ".join(_NAMES.get(typing.get_origin(k) or k, getattr(k, "__name__", str(k)))
-                                      for k in kinds)
+    expected = expects or " or ".join(_type_name(k) for k in kinds)
     if optional:
         expected += " or None"
     raise ConfigError(f"{label} must be {expected}, got {value!r} ({type(value).__name__}).")
