@@ -434,6 +434,10 @@ def check_parameter_types(namespace: Mapping[str, Any]) -> None:
     Traceback (most recent call last):
     ...
     unet_course.errors.ConfigError: Parameter 'seed' must be an integer, got 'abc' (str). Fix it in the parameters cell or in papermill -p.
+    >>> check_parameter_types({"__annotations__": {"channels_last": bool}, "channels_last": "false"})
+    Traceback (most recent call last):
+    ...
+    unet_course.errors.ConfigError: Parameter 'channels_last' must be true or false, got 'false' (str). papermill -p reads only True and False (capitalised) as booleans: -p channels_last False.
     >>> check_parameter_types({"__annotations__": {"data_dir": str}, "data_dir": 2024})
     Traceback (most recent call last):
     ...
@@ -446,10 +450,14 @@ def check_parameter_types(namespace: Mapping[str, Any]) -> None:
         try:
             _coerce(_from_text(value, hint, name), hint, f"Parameter {name!r}")
         except ConfigError as exc:
-            as_text = is_number(value) and str in type_members(hint)[0]
-            fix = (f"-p reads {value!r} as a number; pass it as text: papermill -r {name} {value}, or "
-                   f"unet-course course -p '{name}=\"{value}\"'."
-                   if as_text else "Fix it in the parameters cell or in papermill -p.")
+            kinds = type_members(hint)[0]
+            if is_number(value) and str in kinds:
+                fix = (f"-p reads {value!r} as a number; pass it as text: papermill -r {name} {value}, or "
+                       f"unet-course course -p '{name}=\"{value}\"'.")
+            elif bool in kinds and isinstance(value, str):
+                fix = f"papermill -p reads only True and False (capitalised) as booleans: -p {name} False."
+            else:
+                fix = "Fix it in the parameters cell or in papermill -p."
             raise ConfigError(f"{exc} {fix}") from None
 
 
