@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import load_checkpoint, saved_train_config
+from ..coerce import type_members
 from ..config import (
     AMP_MODES,
     BLEND_MODES,
@@ -34,7 +35,6 @@ from ..config import (
     field_types,
     fields_from_json,
     read_config_file,
-    type_members,
 )
 from ..env import default_out_dir
 from ..errors import ConfigError, DataError
