@@ -67,7 +67,8 @@ def split_indices(n: int, val_fraction: float, seed: int = 0, *, folds: int = 0,
 def _fold_indices(n: int, seed: int, folds: int, fold: int) -> tuple[list[int], list[int]]:
     """The k-fold rule of :func:`split_indices`. k 折划分规则"""
     if not (2 <= int(folds) <= n):
-        raise ConfigError(f"folds={folds} needs 2 <= folds <= {n} (the number of items), or 0 for no cross-validation.")
+        raise ConfigError(f"folds={folds} needs 2 <= folds <= {n} (the number of items; each fold validates on at "
+                          f"least one): give at most {n} folds.")       # cv 中 0 无意义，所以不建议 0
     if not (0 <= int(fold) < int(folds)):
         raise ConfigError(f"fold={fold} must be in 0 .. {int(folds) - 1} for folds={folds}.")
     perm = np.random.default_rng(int(seed)).permutation(n)
