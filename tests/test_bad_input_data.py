@@ -397,3 +397,22 @@ def test_masks_holding_one_value_are_refused_and_inspect_says_so(tmp_path: Path)
     with pytest.raises(DataError, match=r"subfolders 'images/', 'masks/' hold image files.*data/masks'"):
         inspect_masks(tmp_path / "data", warn=False)
     assert _snapshot(tmp_path) == before
+
+
+def test_inspect_of_the_images_folder_names_the_masks_beside_it(tmp_path, monkeypatch):
+    """``inspect data/images`` (the images given where masks belong) said only that a mask is a colour image and
+    advised converting it; the error now names the masks folder beside it, also for ``inspect .`` inside it.
+    误把图像目录交给 inspect：错误信息指出同级的掩码目录"""
+    from unet_course.data.mask_report import inspect_masks
+
+    imgs, masks = _pairs(tmp_path / "data")
+    with pytest.raises(DataError, match=r"is a colour image.*'.*data/images' may be the images folder: .*its "
+                                        r"sibling '.*data/masks' looks like them"):
+        inspect_masks(imgs, warn=False)
+    monkeypatch.chdir(imgs)
+    with pytest.raises(DataError, match=r"'\.' may be the images folder: .*sibling '\.\./masks'"):
+        inspect_masks(".", warn=False)
+    (masks / "s0_mask.png").write_bytes(_png(np.full((16, 20, 3), (9, 8, 7), np.uint8)))   # a real colour mask
+    with pytest.raises(DataError) as err:
+        inspect_masks(masks, warn=False)
+    assert "is a colour image" in str(err.value) and "may be the images folder" not in str(err.value)

@@ -9,6 +9,7 @@ inspect_masks 扫描掩码并返回报告；警告使用 masks 模块中的同�
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -119,10 +120,29 @@ def _subfolder_hint(folder: Path) -> str:
     subs = image_subfolders(folder)
     if not subs:
         return ""
-    masky = [d for d in subs if "mask" in d.name.lower() or "label" in d.name.lower() or "manual" in d.name.lower()]
+    masky = [d for d in subs if _named_like_masks(d)]
     pick = (masky or subs)[0]
     return (f" Its subfolders {', '.join(repr(d.name + '/') for d in subs[:6])} hold image files; pass the masks "
             f"folder itself, e.g. {str(pick)!r}.")
+
+
+def _named_like_masks(folder: Path) -> bool:
+    """True for a folder named like a mask folder (``masks``, ``labels``, DRIVE's ``1st_manual``). 目录名像掩码目录"""
+    return any(word in folder.name.lower() for word in ("mask", "label", "manual"))
+
+
+def _sibling_hint(masks) -> str:
+    """For a folder that failed as masks and is not named like them: name a sibling that is (the images given).
+    作为掩码读取失败、名字又不像掩码目录时，指出名字像掩码目录的同级目录（误传了图像目录）"""
+    if not isinstance(masks, str | Path) or not Path(masks).is_dir() or _named_like_masks(Path(masks)):
+        return ""
+    folder = Path(masks).resolve()
+    siblings = [d for d in image_subfolders(folder.parent) if d != folder and _named_like_masks(d)]
+    if not siblings:
+        return ""
+    pick = siblings[0] if Path(masks).is_absolute() else Path(os.path.relpath(siblings[0]))   # "." -> "../masks"
+    return (f" {str(masks)!r} may be the images folder: inspect reads masks, and its sibling {str(pick)!r} looks "
+            "like them.")
 
 
 def inspect_masks(masks, *, ignore_index: int = 255, max_files: int | None = None, warn: bool = True) -> MaskReport:
@@ -160,7 +180,10 @@ def inspect_masks(masks, *, ignore_index: int = 255, max_files: int | None = Non
         names = [names[i] for i in keep]
     if not items:
         raise DataError("inspect_masks got no masks to scan.")
-    scan = scan_masks(items, names)
+    try:
+        scan = scan_masks(items, names)
+    except DataError as exc:
+        raise DataError(f"{exc}{_sibling_hint(masks)}") from None
     values = sorted(scan.counts)
     report = MaskReport(values=values, counts=[scan.counts[v] for v in values], n_files=len(items),
                         shapes=scan.shapes, mapping=mapping)
