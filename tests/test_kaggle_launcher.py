@@ -155,6 +155,19 @@ def test_launcher_finds_offline_runs_at_any_depth(tmp_path: Path):
     assert scope["offline_runs"] == [deep]
 
 
+def test_launcher_names_parameters_that_are_not_json(tmp_path: Path):
+    """``parameters = "{epochs: 5}"`` (keys without quotes) ended in json's bare JSONDecodeError; the launcher
+    names its own parameter and an example, before anything runs. 非 JSON 的 parameters 给出写明参数名的消息"""
+    nb = nbformat.read(LAUNCHER, as_version=4)
+    run_cell = next(c.source for c in nb.cells if c.cell_type == "code" and "json.loads(parameters)" in c.source)
+    scope = {"parameters": "{epochs: 5}", "notebooks": "01", "dataset": "synthetic", "data_dir": "",
+             "wandb_mode": "disabled", "copy": tmp_path, "work": tmp_path}
+    with pytest.raises(ValueError, match=r"^parameters must be JSON text such as \{\"epochs\": 5\}, got "
+                                         r"'\{epochs: 5\}' \(Expecting property name"):
+        exec("import json, sys\n" + run_cell, scope)                # the launcher's own cell 启动器自己的单元
+    assert "cmd" not in scope                                       # stopped before building the command
+
+
 def test_tracker_offline_runs_sit_below_the_run_folder(tmp_path: Path):
     """Where Tracker(dir=out_dir) writes: <out_dir>/wandb/offline-run-*, and metrics.jsonl beside it.
     Tracker 把离线运行写在 <out_dir>/wandb/ 下，metrics.jsonl 在 out_dir 中"""
