@@ -9,6 +9,7 @@ notebook's own printed outputs (DRIVE's native 584x565 size, the crop), not just
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,20 @@ def test_every_notebook_names_a_parameter_of_the_wrong_type(notebook: str, tmp_p
     assert info.value.ename == "ConfigError"
     assert "Parameter 'seed' must be an integer, got 'abc' (str)" in info.value.evalue
     assert not (tmp_path / "runs").exists()                      # stopped before any output 在写出任何文件之前停止
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [("overlap", 1.0, r"overlap must be in \[0, 1\), got 1.0"),
+                                                      ("scale", 0, r"scale must be in \(0, 4\], got 0")])
+def test_prediction_notebook_checks_its_inference_parameters_before_training(name, value, message, tmp_path):
+    """``-p overlap 1.0`` (section 6) and ``-p scale 0`` (section 3) were refused only after the notebook had trained
+    its model; they are checked in the first cell now. 推理参数在训练之前就检查"""
+    pm = pytest.importorskip("papermill")
+    with pytest.raises(pm.PapermillExecutionError) as info:
+        pm.execute_notebook(str(REPO_ROOT / "notebooks" / "05_prediction.ipynb"), str(tmp_path / "bad.ipynb"),
+                            parameters={name: value, "dataset": "synthetic"}, cwd=str(tmp_path),
+                            kernel_name="python3", progress_bar=False)
+    assert info.value.ename == "ConfigError" and re.search(message, info.value.evalue)
+    assert not (tmp_path / "runs").exists()                      # no training started 未开始训练
 
 
 def test_prediction_notebook_runs_on_drive_with_injected_parameters(drive_root: Path, tmp_path: Path):
