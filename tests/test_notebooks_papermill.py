@@ -77,6 +77,26 @@ def test_every_notebook_names_a_parameter_of_the_wrong_type(notebook: str, tmp_p
     assert not (tmp_path / "runs").exists()                      # stopped before any output 在写出任何文件之前停止
 
 
+def test_list_parameters_given_as_json_text_are_read(tmp_path: Path):
+    """``-p worker_counts "[0]"`` arrives as text: notebook 01 iterated over its characters and failed with
+    ``'>' not supported between 'str' and 'int'`` (notebook 03's exercise ``-p batch_sizes "[1, 4, 16, 64]"`` the
+    same way); the text is read as JSON, and a bound is checked. 以文本传入的列表参数按 JSON 读取"""
+    from unet_course.notebook_tools import execute_headless
+
+    pm = pytest.importorskip("papermill")
+    out = tmp_path / "01_text.ipynb"
+    params = {"worker_counts": "[0]", "n_augment": 2, "train_samples": 16, "val_samples": 8}
+    execute_headless(REPO_ROOT / "notebooks" / "01_preprocessing.ipynb", out, parameters=params, cwd=tmp_path)
+    text = _outputs(json.loads(out.read_text()))
+    assert "fastest (epoch 2): num_workers=0" in text and "num_workers=1," not in text
+    with pytest.raises(pm.PapermillExecutionError) as info:
+        pm.execute_notebook(str(REPO_ROOT / "notebooks" / "01_preprocessing.ipynb"), str(tmp_path / "bad.ipynb"),
+                            parameters={"worker_counts": "[-1]"}, cwd=str(tmp_path), kernel_name="python3",
+                            progress_bar=False)
+    assert "Parameter 'worker_counts' must be a non-empty list of values of at least 0, got [-1]" in \
+        info.value.evalue
+
+
 @pytest.mark.parametrize(("name", "value", "message"), [("overlap", 1.0, r"overlap must be in \[0, 1\), got 1.0"),
                                                       ("scale", 0, r"scale must be in \(0, 4\], got 0")])
 def test_prediction_notebook_checks_its_inference_parameters_before_training(name, value, message, tmp_path):

@@ -14,7 +14,7 @@ import json
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from .errors import ConfigError
@@ -72,20 +72,28 @@ def _convert(value: Any, kind: Any) -> tuple[bool, Any]:
     return True, value                                                        # 未知类型不检查
 
 
-def check_parameter_types(namespace: Mapping[str, Any]) -> None:
+def check_parameter_types(namespace: MutableMapping[str, Any], at_least: Mapping[str, int] | None = None) -> None:
     """Check each notebook parameter against its annotation (``epochs: int = 3``); one message for a bad one.
     按类型注解检查 notebook 的每个参数，错误时只给出一条消息
 
     ``papermill -p`` reads ``3`` as a number and other values as text, so ``-p seed abc`` and ``-p data_dir 2024``
-    arrive with the wrong type and would fail later with a traceback. Pass the notebook's ``globals()``: its
-    ``__annotations__`` hold the parameters cell's annotations. Dict/list parameters may be JSON text.
-    papermill -p 把数字读成数，其余读成文本；传入 notebook 的 globals()，其 __annotations__ 即参数单元格的类型注解
+    arrive with the wrong type and would fail later with a traceback, and ``-p sizes "[1, 4]"`` arrives as text:
+    JSON text for a list or dict parameter is replaced by its value in ``namespace``. Pass the notebook's
+    ``globals()``: its ``__annotations__`` hold the parameters cell's annotations. ``at_least`` gives lower bounds
+    to parameters that no TrainConfig field checks (for a list: a non-empty list, every item at least that).
+    papermill -p 把数字读成数，其余读成文本；list/dict 参数的 JSON 文本在 namespace 中换成其值；at_least 给出下界
 
-    >>> check_parameter_types({"__annotations__": {"seed": int, "sizes": list[int]}, "seed": 3, "sizes": "[1, 2]"})
+    >>> ns = {"__annotations__": {"seed": int, "sizes": list[int]}, "seed": 3, "sizes": "[1, 2]"}
+    >>> check_parameter_types(ns, at_least={"sizes": 1}); ns["sizes"]
+    [1, 2]
     >>> check_parameter_types({"__annotations__": {"seed": int}, "seed": "abc"})
     Traceback (most recent call last):
     ...
     unet_course.errors.ConfigError: Parameter 'seed' must be an integer, got 'abc' (str). Fix it in the parameters cell or in papermill -p.
+    >>> check_parameter_types({"__annotations__": {"repeats": int}, "repeats": 0}, at_least={"repeats": 1})
+    Traceback (most recent call last):
+    ...
+    unet_course.errors.ConfigError: Parameter 'repeats' must be at least 1, got 0. Fix it in the parameters cell or in papermill -p.
     >>> check_parameter_types({"__annotations__": {"channels_last": bool}, "channels_last": "false"})
     Traceback (most recent call last):
     ...
@@ -100,17 +108,28 @@ def check_parameter_types(namespace: Mapping[str, Any]) -> None:
             continue
         value = namespace[name]
         try:
-            coerce(from_text(value, hint, name), hint, f"Parameter {name!r}")
+            read = from_text(value, hint, name)
+            coerce(read, hint, f"Parameter {name!r}")
         except ConfigError as exc:
-            kinds = type_members(hint)[0]
-            if is_number(value) and str in kinds:
-                fix = (f"-p reads {value!r} as a number; pass it as text: papermill -r {name} {value}, or "
-                       f"unet-course course -p '{name}=\"{value}\"'.")
-            elif bool in kinds and isinstance(value, str):
-                fix = f"papermill -p reads only True and False (capitalised) as booleans: -p {name} False."
-            else:
-                fix = "Fix it in the parameters cell or in papermill -p."
-            raise ConfigError(f"{exc} {fix}") from None
+            raise ConfigError(f"{exc} {_parameter_fix(name, value, hint)}") from None
+        namespace[name] = read                                      # JSON 文本换成其值
+        bound = (at_least or {}).get(name)
+        items = read if isinstance(read, list) else [read]
+        if bound is not None and (not items or any(v < bound for v in items)):
+            what = f"a non-empty list of values of at least {bound}" if isinstance(read, list) else f"at least {bound}"
+            raise ConfigError(f"Parameter {name!r} must be {what}, got {read!r}. Fix it in the parameters cell or "
+                              "in papermill -p.")
+
+
+def _parameter_fix(name: str, value: Any, hint: Any) -> str:
+    """How to pass ``value`` so that it arrives with the type ``hint``. 如何传入才能得到正确类型"""
+    kinds = type_members(hint)[0]
+    if is_number(value) and str in kinds:
+        return (f"-p reads {value!r} as a number; pass it as text: papermill -r {name} {value}, or "
+                f"unet-course course -p '{name}=\"{value}\"'.")
+    if bool in kinds and isinstance(value, str):
+        return f"papermill -p reads only True and False (capitalised) as booleans: -p {name} False."
+    return "Fix it in the parameters cell or in papermill -p."
 
 
 def from_text(value: Any, hint: Any, name: str) -> Any:
