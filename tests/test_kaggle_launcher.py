@@ -66,6 +66,15 @@ def test_run_course_names_the_known_notebooks_when_none_match(tmp_path: Path):
     assert not (tmp_path / "run").exists()                   # refused before the run folder is made 未创建运行目录
 
 
+def test_a_folder_without_notebooks_names_the_notebook_dir_option(tmp_path: Path):
+    """An installed wheel has no notebooks beside the package; the message said only "Run from a checkout", not how
+    to point an installed package at one. 安装后的包旁边没有 notebook：消息给出 --notebook-dir"""
+    with pytest.raises(ConfigError, match=r"found in .*empty\. .*not with an installed wheel: pass --notebook-dir "
+                                          r"<checkout>/notebooks"):
+        run_course(out_dir=tmp_path / "run", notebook_dir=tmp_path / "empty")
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_notebooks_own_folder_is_refused_as_out_dir(tmp_path: Path, monkeypatch):
     """``course --out-dir notebooks`` wrote each executed notebook over its committed source.
     以前 --out-dir 指向 notebook 目录时，执行后的副本会覆盖源 notebook

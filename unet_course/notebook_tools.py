@@ -69,7 +69,9 @@ def course_notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
     """The numbered course notebooks in order. 按编号排序的课程 notebook"""
     found = sorted(folder.glob("0[1-9]_*.ipynb"))
     if not found:
-        raise ConfigError(f"No course notebooks (0N_*.ipynb) found in {folder}. Run from a checkout of unet-course.")
+        raise ConfigError(f"No course notebooks (0N_*.ipynb) found in {folder}. They come with the source checkout, "
+                          "not with an installed wheel: pass --notebook-dir <checkout>/notebooks, or install the "
+                          "checkout with pip install -e <checkout>.")
     return found
 
 
