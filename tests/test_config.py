@@ -181,3 +181,16 @@ def test_round_trip_through_json_keeps_types():
     cfg = TrainConfig(epochs=3, lr=0.01, class_weights=[1.0, 3.0], extras={"note": "x"})
     again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
+
+
+def test_parameter_annotations_are_found_where_python_evaluates_them_lazily():
+    """Python 3.14 (PEP 649) may keep module-level annotations behind ``__annotate__`` instead of
+    ``__annotations__``; the notebook check reads either, so it does not pass in silence there.
+    注解也可能只在 __annotate__ 中（PEP 649），两种都读取"""
+    from unet_course.coerce import check_parameter_types
+
+    lazy = {"__annotate__": lambda fmt: {"seed": int, "sizes": list[int]}, "seed": 1, "sizes": "[2, 3]"}
+    check_parameter_types(lazy)
+    assert lazy["sizes"] == [2, 3]                                  # JSON text read there too
+    with pytest.raises(ConfigError, match="Parameter 'seed' must be an integer, got 'abc'"):
+        check_parameter_types({**lazy, "seed": "abc"})

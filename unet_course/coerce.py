@@ -14,6 +14,7 @@ import json
 import math
 import types
 import typing
+import warnings
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
@@ -94,6 +95,11 @@ def check_parameter_types(namespace: MutableMapping[str, Any], at_least: Mapping
     Traceback (most recent call last):
     ...
     unet_course.errors.ConfigError: Parameter 'repeats' must be at least 1, got 0. Fix it in the parameters cell or in papermill -p.
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     check_parameter_types({"seed": 3})
+    >>> str(caught[0].message)
+    'check_parameter_types found no annotated parameters in this namespace, so it checked nothing.'
     >>> check_parameter_types({"__annotations__": {"channels_last": bool}, "channels_last": "false"})
     Traceback (most recent call last):
     ...
@@ -103,7 +109,7 @@ def check_parameter_types(namespace: MutableMapping[str, Any], at_least: Mapping
     ...
     unet_course.errors.ConfigError: Parameter 'data_dir' must be a string, got 2024 (int). -p reads 2024 as a number; pass it as text: papermill -r data_dir 2024, or unet-course course -p 'data_dir="2024"'.
     """
-    for name, hint in dict(namespace.get("__annotations__", {})).items():
+    for name, hint in _annotations(namespace).items():
         if name not in namespace or isinstance(hint, str):          # 字符串形式的注解无法检查
             continue
         value = namespace[name]
@@ -119,6 +125,18 @@ def check_parameter_types(namespace: MutableMapping[str, Any], at_least: Mapping
             what = f"a non-empty list of values of at least {bound}" if isinstance(read, list) else f"at least {bound}"
             raise ConfigError(f"Parameter {name!r} must be {what}, got {read!r}. Fix it in the parameters cell or "
                               "in papermill -p.")
+
+
+def _annotations(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The annotations of a notebook's top-level names: ``__annotations__``, or from ``__annotate__`` where a newer
+    Python evaluates them lazily (PEP 649); a warning, not silence, when there are none. 顶层名字的类型注解"""
+    if "__annotations__" in namespace:
+        return dict(namespace["__annotations__"])
+    if callable(namespace.get("__annotate__")):
+        return dict(namespace["__annotate__"](1))                  # 1 = annotationlib.Format.VALUE
+    warnings.warn("check_parameter_types found no annotated parameters in this namespace, so it checked nothing.",
+                  UserWarning, stacklevel=3)
+    return {}
 
 
 def _parameter_fix(name: str, value: Any, hint: Any) -> str:
