@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pytest
 import torch
@@ -172,6 +174,21 @@ def test_explore_returns_a_widget_and_redraws_on_slider_change() -> None:
     assert len(viz.explore(samples).last_figure.axes) == 2
 
 
+def test_explore_sets_its_picture_without_capturing_output() -> None:
+    """The picture goes into the Output widget's ``outputs`` in one state update. It was captured (``with out:
+    display(fig)``), which nbclient mimics by sending on the shell channel while it waits for the cell's reply:
+    notebook 05 hung for good in about 1 of 4 plain papermill runs (jupyter/nbclient#312).
+    图片一次写入 Output 控件的 outputs；以前的捕获方式会让 papermill 偶尔永久卡住"""
+    samples = [(_image(), _binary_mask()), (_image(16, 20), _binary_mask(16, 20))]
+    box = viz.explore(samples)
+    out = box.children[1]                                           # VBox([HBox(sliders), Output])
+    assert len(out.outputs) == 1 and out.outputs[0]["output_type"] == "display_data"
+    first = out.outputs[0]["data"]["image/png"]
+    assert base64.b64decode(first).startswith(b"\x89PNG") and "Figure" in out.outputs[0]["data"]["text/plain"]
+    box.sample_slider.value = 1                                     # 拖动滑块：图片被替换
+    assert len(out.outputs) == 1 and out.outputs[0]["data"]["image/png"] != first
+
+
 def test_plot_tiling_draws_every_tile() -> None:
     fig = viz.plot_tiling((100, 77), tile=32, overlap=0.25)
     n_tiles = len(tile_starts(100, 32, 0.25)) * len(tile_starts(77, 32, 0.25))
@@ -195,6 +212,9 @@ def test_explore_threshold_uses_the_prediction_decision_rule(monkeypatch) -> Non
             return Prediction(probs=probs, labels=np.zeros((24, 30), np.int64), mask=np.zeros((24, 30)), mode=mode)
 
         box = viz.explore([(_image(), _binary_mask())], predictor, threshold=thr)
+        # The title named the arg-max for a two-class softmax model, whose labels the threshold decides 标题须与规则一致
+        assert box.last_figure.get_suptitle().endswith(f"(threshold {thr:.2f})" if len(probs) == 2
+                                                              else "(arg-max)")
         return np.asarray(box.last_figure.axes[2].images[0].get_array())    # the "prediction" panel 预测面板
 
     low, high = shown_prediction("binary", 0.2), shown_prediction("binary", 0.8)

@@ -71,6 +71,16 @@ def _controls(n: int, threshold: float, has_predictor: bool) -> tuple[Any, Any, 
     return sample, thresh, out, widgets.VBox([widgets.HBox([sample, thresh]), out])
 
 
+def _as_output(fig: Any) -> dict[str, Any]:
+    """``fig`` as one stored output (PNG, as the inline backend draws it) for an ``Output`` widget's ``outputs``.
+    把图转换为一条输出记录（PNG，与 inline 后端一致），直接写入 Output 控件"""
+    # optional: IPython comes with ipywidgets, which this live path already needs 实时浏览器本就依赖 IPython
+    from IPython.core.pylabtools import print_figure
+
+    return {"output_type": "display_data", "metadata": {},
+            "data": {"image/png": print_figure(fig, fmt="png", base64=True), "text/plain": repr(fig)}}
+
+
 def _display(fig: Any) -> None:
     """Show ``fig`` through IPython when it is there (a plain script keeps only the Figure). 通过 IPython 显示"""
     try:
@@ -101,7 +111,8 @@ def explore(
             slider re-applies :func:`unet_course.metrics.probs_to_labels` to the cached probabilities.
             可选预测函数（结果缓存，阈值滑块只重新应用决策规则）
         threshold: initial foreground threshold. 初始阈值
-        mode: the decision rule, ``"binary"`` (the threshold slider moves it) or ``"multiclass"`` (arg-max);
+        mode: the decision rule's mode, ``"binary"`` or ``"multiclass"``; with two classes the threshold slider
+            moves the cut in either mode, with more the labels are the arg-max;
             ``None``: the mode of the predictor's :class:`~unet_course.inference.Prediction`, or ``"multiclass"``
             for bare probabilities. 决策规则；None 时取 Prediction 的模式
         mask_values: raw values in class order (default: ``source.mask_values`` when present). 原始取值
@@ -136,7 +147,8 @@ def explore(
         if predictor is not None:
             probs, rule = probs_of(int(i), image)
             labels = probs_to_labels(probs, rule, thr).numpy()         # 与训练、预测同一条决策规则
-            title += f"  (threshold {thr:.2f})" if rule == "binary" else "  (arg-max)"
+            two = np.asarray(probs).shape[0] == 2                     # the rule thresholds any two classes 两类即用阈值
+            title += f"  (threshold {thr:.2f})" if two else "  (arg-max)"
         fig = show_panels(image, truth, labels, mask_values=values, valid=valid, probs=probs,
                           errors=truth is not None and labels is not None, figsize=figsize)
         fig.suptitle(title, fontsize=10)
@@ -148,9 +160,11 @@ def explore(
         if out is None:
             _display(fig)
             return
-        with out:
-            out.clear_output(wait=True)
-            _display(fig)
+        # One state update instead of capturing display() in the widget: while a cell runs, nbclient (papermill,
+        # nbconvert) mimics a capturing Output widget by sending on the shell channel it polls for the reply,
+        # which can hang the run for good (jupyter/nbclient#312; seen in about 1 of 4 papermill runs of notebook 05)
+        # 直接设置 outputs，而不是在控件中捕获 display()：nbclient 模拟捕获时会在它等待回复的通道上发送消息，可能卡死
+        out.outputs = (_as_output(fig),)
 
     if out is not None:
         sample.observe(redraw, names="value")
