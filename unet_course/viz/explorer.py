@@ -73,7 +73,13 @@ def _controls(n: int, threshold: float, has_predictor: bool) -> tuple[Any, Any, 
 
 def _as_output(fig: Any) -> dict[str, Any]:
     """``fig`` as one stored output (PNG, as the inline backend draws it) for an ``Output`` widget's ``outputs``.
-    把图转换为一条输出记录（PNG，与 inline 后端一致），直接写入 Output 控件"""
+    把图转换为一条输出记录（PNG，与 inline 后端一致），直接写入 Output 控件
+
+    Why not ``with out: display(fig)``: while a cell runs, nbclient (papermill, nbconvert) mimics a capturing
+    Output widget by sending messages on the shell channel it polls for the cell's reply, which can hang the run
+    for good (jupyter/nbclient#312; about 1 in 4 papermill runs of notebook 05). Setting ``outputs`` is one state
+    update and nothing for nbclient to mimic. 捕获输出时 nbclient 会在它等待回复的通道上发送消息，可能永久卡住
+    """
     # optional: IPython comes with ipywidgets, which this live path already needs 实时浏览器本就依赖 IPython
     from IPython.core.pylabtools import print_figure
 
@@ -160,11 +166,7 @@ def explore(
         if out is None:
             _display(fig)
             return
-        # One state update instead of capturing display() in the widget: while a cell runs, nbclient (papermill,
-        # nbconvert) mimics a capturing Output widget by sending on the shell channel it polls for the reply,
-        # which can hang the run for good (jupyter/nbclient#312; seen in about 1 of 4 papermill runs of notebook 05)
-        # 直接设置 outputs，而不是在控件中捕获 display()：nbclient 模拟捕获时会在它等待回复的通道上发送消息，可能卡死
-        out.outputs = (_as_output(fig),)
+        out.outputs = (_as_output(fig),)                   # one state update, no capture 一次状态更新，不捕获输出
 
     if out is not None:
         sample.observe(redraw, names="value")
