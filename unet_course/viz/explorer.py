@@ -1,9 +1,9 @@
 """A sample explorer: a sample slider, a threshold slider and the panels of the chosen sample.
 样本浏览器：样本滑块、阈值滑块，以及所选样本的面板
 
-In a live Jupyter kernel :func:`explore` returns an ``ipywidgets`` box. In a headless run (papermill,
-``unet-course course``, :func:`unet_course.env.is_headless`) nobody can move a slider, so it draws the first
-sample as a plain figure and returns a :class:`StaticExplorer` with the same attributes.
+In a Jupyter kernel :func:`explore` returns an ``ipywidgets`` box. In a headless run (``unet-course course``, the
+tests: :func:`unet_course.env.is_headless`) nobody can move a slider, so it draws the first sample as a plain
+figure and returns a :class:`StaticExplorer` with the same attributes.
 在运行中的 Jupyter 内核里返回 ipywidgets 控件；无界面运行时直接绘制第一个样本，返回接口相同的 StaticExplorer
 """
 
@@ -57,8 +57,7 @@ def _controls(n: int, threshold: float, has_predictor: bool) -> tuple[Any, Any, 
     控件：Jupyter 中为 ipywidgets，无界面时为同样属性的替身
     """
     if is_headless():
-        # headless run: nbclient can hang on widget output capture (jupyter/nbclient#312), so no widgets
-        # 无界面运行时不创建控件（nbclient 在捕获控件输出时可能卡住）
+        # headless run: nobody can move a slider, so no widgets 无界面运行时没有人能拖动滑块，不创建控件
         sample = SimpleNamespace(value=0, min=0, max=n - 1)
         thresh = SimpleNamespace(value=threshold, min=0.01, max=0.99, disabled=not has_predictor)
         return sample, thresh, None, StaticExplorer(n)
