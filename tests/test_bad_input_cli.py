@@ -385,3 +385,29 @@ def test_evaluate_refuses_a_tile_smaller_than_the_model_can_halve(tmp_path, monk
     monkeypatch.setattr("unet_course.cli.evaluate.evaluate_dataset", _boom)
     assert cli.main(["evaluate", str(rgb_checkpoint(tmp_path)), "--tile", "2"]) == 2
     assert "error: --tile 2 is smaller than 4 pixels, the least a depth-2 U-Net" in capsys.readouterr().err
+
+
+def test_evaluate_on_another_data_set_does_not_look_in_the_checkpoints_folder(tmp_path, capsys, drive_root):
+    """``evaluate best.pt --dataset drive`` of a model trained on a folder looked for DRIVE in that folder
+    (``DRIVE 'test/images' folder not found at 'data'``) instead of the data root; and ``--dataset FOLDER`` (the
+    checkpoint's own data set, spelt differently) lost the recorded folder. 换数据集评分时不再沿用检查点记录的目录
+    """
+    root = tmp_path / "data"
+    for k in range(4):
+        image, mask = toy_sample(32, 32, seed=k)
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "masks").mkdir(exist_ok=True)
+        Image.fromarray(image).save(root / "images" / f"c{k}.png")
+        Image.fromarray(mask).save(root / "masks" / f"c{k}_mask.png")
+    out = tmp_path / "run"
+    assert cli.main(["train", "--dataset", "folder", "--data-dir", str(root), "--val-fraction", "0", "--epochs", "1",
+                     "--base-channels", "4", "--depth", "2", "--batch-size", "2", "--crop-size", "none",
+                     "--amp", "off", "--device", "cpu", "--progress", "none", "--out-dir", str(out)]) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out / "best.pt"), "--device", "cpu", "--dataset", "drive", "--split", "train",
+                     "--data-root", str(drive_root.parent), "--max-images", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["dataset"] == "drive" and report["n_images"] == 1
+    assert cli.main(["evaluate", str(out / "best.pt"), "--device", "cpu", "--dataset", "FOLDER", "--split",
+                     "train"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_images"] == 4

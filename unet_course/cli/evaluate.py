@@ -25,7 +25,7 @@ from typing import Any
 
 from ..checkpoint import load_model
 from ..config import SPLITS
-from ..data import build_dataset, options_blamed, split_kwargs
+from ..data import build_dataset, dataset_key, options_blamed, split_kwargs
 from ..env import pick_device
 from ..errors import ConfigError
 from ..files import ensure_writable_file, to_plain, write_json
@@ -76,10 +76,12 @@ def run(args: argparse.Namespace) -> int:
     check_user_settings(settings, model)
     train_cfg = dict(meta.get("train_config") or {})
     name = args.dataset or train_cfg.get("dataset") or "synthetic"
-    data_dir = args.data_dir if args.data_dir is not None else train_cfg.get("data_dir")
-    if args.data_dir is None and args.dataset in (None, train_cfg.get("dataset")):
+    own = _own_dataset(args, train_cfg)
+    # the recorded folder belongs to the data set trained on, not to another one 记录的目录只属于训练所用的数据集
+    data_dir = args.data_dir if args.data_dir is not None else (train_cfg.get("data_dir") if own else None)
+    if args.data_dir is None and own:
         options.check_recorded_data_dir(data_dir, args.checkpoint)
-    kwargs = split_kwargs(name, args.split, train_cfg, _own_dataset(args, train_cfg))
+    kwargs = split_kwargs(name, args.split, train_cfg, own)
     kwargs.update(args.dataset_options or {})                       # --dataset-options 覆盖检查点的设置
     if note := _changed_split_note(args, train_cfg, kwargs):
         print(note, file=sys.stderr)
@@ -107,8 +109,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _own_dataset(args: argparse.Namespace, train_cfg: dict[str, Any]) -> bool:
-    """Whether the data set scored is the one the checkpoint was trained on. 是否在训练所用的数据集上评分"""
-    return args.dataset is None or args.dataset == train_cfg.get("dataset")
+    """Whether the data set scored is the one the checkpoint was trained on (``DRIVE`` is ``drive``).
+    是否在训练所用的数据集上评分（名称按注册键比较）"""
+    if args.dataset is None:
+        return True
+    try:
+        return dataset_key(args.dataset) == dataset_key(train_cfg.get("dataset") or "synthetic")
+    except ConfigError:                                  # an unknown name: build_dataset says so 未知名称稍后报错
+        return False
 
 
 def _changed_split_note(args: argparse.Namespace, train_cfg: dict[str, Any], kwargs: dict[str, Any]) -> str:
