@@ -66,6 +66,21 @@ def test_run_course_names_the_known_notebooks_when_none_match(tmp_path: Path):
     assert not (tmp_path / "run").exists()                   # refused before the run folder is made 未创建运行目录
 
 
+def test_notebooks_are_chosen_by_number_or_word_and_an_unmatched_name_is_refused():
+    """``course --notebooks 3`` and ``--notebooks prediction`` matched nothing, and ``--notebooks 01 9`` ran 01 and
+    skipped 9 in silence; numbers without the zero and a word of a name now match, and any name that matches no
+    notebook (or several) is refused. 按编号或名称中的词选择；不匹配的名称不再被悄悄跳过"""
+    from unet_course.notebook_tools import course_notebooks, select_notebooks
+
+    paths = course_notebooks()
+    assert [p.stem for p in select_notebooks(paths, ["prediction", "3", "01"])] == [
+        "01_preprocessing", "03_loss_and_mixed_precision", "05_prediction"]
+    with pytest.raises(ConfigError, match=r"--notebooks '9' matches no course notebook; give a number or a name "
+                                          r"from: 01_preprocessing, .*05_prediction\."):
+        select_notebooks(paths, ["01", "9"])
+    assert select_notebooks(paths, ["04_training_loop.ipynb"])[0].stem == "04_training_loop"
+
+
 def test_a_folder_without_notebooks_names_the_notebook_dir_option(tmp_path: Path):
     """An installed wheel has no notebooks beside the package; the message said only "Run from a checkout", not how
     to point an installed package at one. 安装后的包旁边没有 notebook：消息给出 --notebook-dir"""

@@ -140,6 +140,31 @@ def check_parameters(parameters: dict[str, Any], notebooks: list[Path]) -> None:
                               f"Known parameters: {', '.join(known)}.")
 
 
+def select_notebooks(paths: list[Path], wanted: list[str]) -> list[Path]:
+    """The notebooks named in ``wanted``, in course order: a stem, a file name, a number (``3``, ``03``) or a
+    word of one name (``prediction``). A name that matches none, or several, is refused: a run that skipped it
+    in silence would look complete. 按名称、编号或名称中的词选择 notebook；不匹配或匹配多个时拒绝
+
+    >>> names = [Path(n) for n in ("01_preprocessing.ipynb", "05_prediction.ipynb")]
+    >>> [p.stem for p in select_notebooks(names, ["prediction", "1"])]
+    ['01_preprocessing', '05_prediction']
+    """
+    def matches(path: Path, name: str) -> bool:
+        if name.isdigit():
+            return path.stem[:2].isdigit() and int(name) == int(path.stem[:2])
+        return name in (path.stem, path.name) or name.lower() in path.stem[3:].lower().split("_")
+
+    chosen: set[Path] = set()
+    for name in wanted:
+        found = [p for p in paths if matches(p, name)]
+        if len(found) != 1:
+            why = "matches no course notebook" if not found else f"matches {len(found)} notebooks"
+            raise ConfigError(f"--notebooks {name!r} {why}; give a number or a name from: "
+                              f"{', '.join(p.stem for p in paths)}.")
+        chosen.update(found)
+    return [p for p in paths if p in chosen]
+
+
 def run_course(
     out_dir: str | os.PathLike | None = None,
     parameters: dict[str, Any] | None = None,
@@ -170,11 +195,7 @@ def run_course(
     paths = course_notebooks(source)
     check_parameters(parameters or {}, paths)                       # 先检查参数名与 notebook，再创建运行目录
     if notebooks:
-        wanted = set(notebooks)
-        paths = [p for p in paths if p.stem in wanted or p.name in wanted or p.stem[:2] in wanted]
-        if not paths:
-            known = [p.stem for p in course_notebooks(source)]
-            raise ConfigError(f"No notebook matches {sorted(wanted)}; known: {known}.")
+        paths = select_notebooks(paths, notebooks)
     if out_dir is not None and Path(out_dir).expanduser().resolve() == source.expanduser().resolve():
         raise ConfigError(f"--out-dir {str(out_dir)!r} is the folder of the notebooks being run; their executed "
                           "copies would overwrite them. Choose another --out-dir (the default is "
