@@ -40,7 +40,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", "--parameter", action="append", metavar="KEY=VALUE",
                         help="papermill parameter for every notebook, e.g. -p dataset=drive (JSON values allowed); a "
                              "name that no notebook's parameters cell declares is refused")
-    parser.add_argument("--notebooks", nargs="+", metavar="NAME", help="only these notebooks: numbers, names or a word of a name (e.g. 1 04_training_loop prediction)")
+    parser.add_argument("--notebooks", nargs="+", metavar="NAME",
+                        help="only these notebooks: numbers, names or a word of a name (e.g. 1 04_training_loop "
+                             "prediction)")
     parser.add_argument("--out-dir", help="run folder, also the notebooks' working directory "
                                           "(default runs/course-<YYYYmmdd-HHMMSS>; on Kaggle under /kaggle/working)")
     parser.add_argument("--notebook-dir", help="folder holding 0N_*.ipynb (default: the checkout's notebooks/)")
