@@ -356,10 +356,8 @@ def test_evaluate_refuses_a_bad_threshold_before_loading_the_model(tmp_path, mon
     assert "--threshold must be in (0, 1), got 0.0" in capsys.readouterr().err
 
 
-def test_evaluate_explains_a_model_trained_without_validation_images(tmp_path, capsys):
-    """``--val-fraction 0`` (the final DRIVE model) leaves ``--split val`` empty; the message says what to score.
-    用全部图像训练的模型没有验证集：消息说明可以怎样评分
-    """
+def _trained_on_all_of_a_folder(tmp_path: Path, capsys) -> Path:
+    """A run folder: a tiny model trained on 4 toy images of a folder data set with ``--val-fraction 0``."""
     root = tmp_path / "data"
     for k in range(4):
         image, mask = toy_sample(32, 32, seed=k)
@@ -372,6 +370,14 @@ def test_evaluate_explains_a_model_trained_without_validation_images(tmp_path, c
                      "--base-channels", "4", "--depth", "2", "--batch-size", "2", "--crop-size", "none",
                      "--amp", "off", "--device", "cpu", "--progress", "none", "--out-dir", str(out)]) == 0
     capsys.readouterr()
+    return out
+
+
+def test_evaluate_explains_a_model_trained_without_validation_images(tmp_path, capsys):
+    """``--val-fraction 0`` (the final DRIVE model) leaves ``--split val`` empty; the message says what to score.
+    用全部图像训练的模型没有验证集：消息说明可以怎样评分
+    """
+    out = _trained_on_all_of_a_folder(tmp_path, capsys)
     assert cli.main(["evaluate", str(out / "best.pt"), "--device", "cpu"]) == 2
     assert capsys.readouterr().err == (
         f"error: {out / 'best.pt'} was trained with --val-fraction 0, on every training image, so it has no "
@@ -392,18 +398,7 @@ def test_evaluate_on_another_data_set_does_not_look_in_the_checkpoints_folder(tm
     (``DRIVE 'test/images' folder not found at 'data'``) instead of the data root; and ``--dataset FOLDER`` (the
     checkpoint's own data set, spelt differently) lost the recorded folder. 换数据集评分时不再沿用检查点记录的目录
     """
-    root = tmp_path / "data"
-    for k in range(4):
-        image, mask = toy_sample(32, 32, seed=k)
-        (root / "images").mkdir(parents=True, exist_ok=True)
-        (root / "masks").mkdir(exist_ok=True)
-        Image.fromarray(image).save(root / "images" / f"c{k}.png")
-        Image.fromarray(mask).save(root / "masks" / f"c{k}_mask.png")
-    out = tmp_path / "run"
-    assert cli.main(["train", "--dataset", "folder", "--data-dir", str(root), "--val-fraction", "0", "--epochs", "1",
-                     "--base-channels", "4", "--depth", "2", "--batch-size", "2", "--crop-size", "none",
-                     "--amp", "off", "--device", "cpu", "--progress", "none", "--out-dir", str(out)]) == 0
-    capsys.readouterr()
+    out = _trained_on_all_of_a_folder(tmp_path, capsys)
     assert cli.main(["evaluate", str(out / "best.pt"), "--device", "cpu", "--dataset", "drive", "--split", "train",
                      "--data-root", str(drive_root.parent), "--max-images", "1"]) == 0
     report = json.loads(capsys.readouterr().out)
